@@ -1,0 +1,3 @@
+"""dynseg: ClustViT in plain PyTorch."""
+
+__version__ = "0.1.0"
