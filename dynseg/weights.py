@@ -100,6 +100,37 @@ def convert_key(key: str) -> str:
     return f"{prefix}.{rest}" if prefix else rest
 
 
+# Ours -> official: the same table read backwards.
+_TO_OFFICIAL_RULES: list[tuple[str, str]] = [
+    (r"^patch_embed\.proj\.", "patch_embed.projection."),
+    (r"^blocks\.(\d+)\.norm1\.", r"layers.\1.ln1."),
+    (r"^blocks\.(\d+)\.norm2\.", r"layers.\1.ln2."),
+    (r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", r"layers.\1.attn.attn.in_proj_\2"),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attn.attn.out_proj."),
+    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"layers.\1.ffn.layers.0.0."),
+    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layers.\1.ffn.layers.1."),
+    (r"^norm\.", "ln1."),
+    (r"^cluster\.fc1\.", "clusterer.net.0."),
+    (r"^cluster\.fc2\.", "clusterer.net.2."),
+    (r"^regenerator\.fc1\.", "expand_mlp.0."),
+    (r"^regenerator\.fc2\.", "expand_mlp.2."),
+    (r"^ppm\.(\d+)\.", r"psp_modules.\1.1."),
+]
+
+
+def official_key(key: str) -> str:
+    """One of our keys (prefix kept) in the official mmseg naming."""
+    prefix, _, rest = key.partition(".") if key.startswith(("backbone.", "decode_head.")) else ("", "", key)
+    for pattern, repl in _TO_OFFICIAL_RULES:
+        rest = re.sub(pattern, repl, rest)
+    return f"{prefix}.{rest}" if prefix else rest
+
+
+def to_official(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our state dict -> official key names (to share weights with the official code)."""
+    return {official_key(k): v for k, v in sd.items()}
+
+
 def convert_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Any supported format -> our names (prefixes such as ``backbone.`` preserved)."""
     fmt = detect_format(sd)

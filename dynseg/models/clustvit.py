@@ -51,7 +51,7 @@ class ClustViT(VisionTransformer):
         self.regenerator = Mlp(2 * embed_dim, embed_dim, embed_dim)
         for m in (*self.cluster.modules(), *self.regenerator.modules()):
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
     def forward(
@@ -82,20 +82,24 @@ class ClustViT(VisionTransformer):
             raise ValueError(f"cluster_ids must have shape {tuple(logits.shape[:2])}, got {tuple(ids.shape)}")
         plan = plan_merge(ids, self.num_clusters)
         x_inj = x
-        y = merge(x, plan) if plan.any_reduced else x  # (1, T, C) packed, or (B, 1+N, C) untouched
-        seqlens, segments = (plan.seqlens, plan.segments) if plan.any_reduced else (None, None)
+        # Under torch.export the merge is always traced (an unreduced image packs to itself, unchanged), so
+        # the graph keeps the data-dependent path instead of branching on the data.
+        merging = torch.compiler.is_exporting() or plan.any_reduced
+        y = merge(x, plan) if merging else x  # (1, T, C) packed, or (B, 1+N, C) untouched
+        # One image packs into one plain sequence: no per-sequence attention loop needed (nor Python lengths).
+        seqlens, segments = (plan.seqlens, plan.segments) if merging and B > 1 else (None, None)
 
         for i in range(ip, self.depth):
             y = self.blocks[i](y, seqlens, segments)
             blocks_out.append(y)
             if i in self.out_indices or i == last:
-                full = regenerate(y, x_inj, plan, self.regenerator) if plan.any_reduced else y  # (B, 1+N, C)
+                full = regenerate(y, x_inj, plan, self.regenerator) if merging else y  # (B, 1+N, C)
                 if i == last and self.final_norm:
                     full = self.norm(full)
                 if i in self.out_indices:
                     features.append((i, to_map(full[:, 1:], hw)))
 
-        lengths = torch.tensor(plan.seqlens, device=x.device)  # (B,)
+        lengths = plan.lengths  # (B,)
         tokens = torch.cat([torch.full((B, ip), L, device=x.device), lengths[:, None].expand(B, self.depth - ip)], 1)
         extra = dict(block_outputs=blocks_out, tokens_at_injection=x_inj, plan=plan) if return_intermediates else {}
         return BackboneOutput(

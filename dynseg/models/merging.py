@@ -14,6 +14,7 @@ result therefore never depends on what else is in the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -26,7 +27,7 @@ class MergePlan:
     num_clusters: int
     shape: tuple[int, int]  # (B, L)
     reduced: Tensor  # (B,) bool: image b is reduced
-    seqlens: list[int]  # length of every image's sequence (Python ints: they size the attention loop)
+    lengths: Tensor  # (B,) length of every image's sequence
     segments: Tensor  # (T,) image index of every packed token (per-image stochastic depth)
     src_index: Tensor  # (T,) packed token -> row of the bank [x.flatten(0, 1); cluster means]
     merged_pos: Tensor  # (P,) flat positions (into B*L) of the merged patch tokens
@@ -38,6 +39,11 @@ class MergePlan:
     def any_reduced(self) -> bool:
         return bool(self.reduced.any())
 
+    @cached_property
+    def seqlens(self) -> list[int]:
+        """``lengths`` as Python ints (they size the attention loop); read once, only when needed."""
+        return self.lengths.tolist()
+
 
 def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     """Build the merge plan from cluster ids.
@@ -48,7 +54,8 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     """
     B, N = ids.shape
     K, L, dev = num_clusters, N + 1, ids.device
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > K):
+    # Skipped under torch.export: a data-dependent check cannot be traced (the ids are arg-maxes there).
+    if ids.numel() and not torch.compiler.is_exporting() and (int(ids.min()) < 0 or int(ids.max()) > K):
         raise ValueError(f"cluster ids must lie in [0, {K}], got [{int(ids.min())}, {int(ids.max())}]")
     # An image is reduced iff its tokens carry more than one distinct id.
     reduced = (ids != ids[:, :1]).any(dim=1)  # (B,)
@@ -57,7 +64,8 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     n_copy = keep.sum(1)  # (B,)
     seqlens_t = n_copy + K * reduced  # (B,)
     offsets = torch.cumsum(seqlens_t, 0) - seqlens_t  # (B,) start of each image in the packed axis
-    T = int(seqlens_t.sum())
+    T = seqlens_t.sum().item()  # .item(), not int(): traceable as an unbacked size under torch.export
+    torch._check(T >= B)  # every image keeps at least its cls token; tells the tracer T is a non-empty size
 
     # Packed position of every kept token: image offset + rank among the image's kept tokens.
     rank = torch.cumsum(keep, 1) - 1  # (B, L)
@@ -76,13 +84,14 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     merged_pos = flat[merged]  # (P,)
     b_of = merged_pos // L
     merged_slot = b_of * K + ids.view(B, N)[merged[:, 1:]] - 1  # (P,)
-    slot_count = torch.bincount(merged_slot, minlength=B * K)  # (B*K,)
+    # index_add rather than bincount: its output size does not depend on the data (exportable).
+    slot_count = torch.zeros(B * K, dtype=torch.long, device=dev).index_add_(0, merged_slot, torch.ones_like(merged_slot))
 
     gather_index = packed_pos.flatten().clone()  # (B*L,)
     gather_index[merged_pos] = (offsets + n_copy)[b_of] + (merged_slot - b_of * K)
     segments = torch.repeat_interleave(torch.arange(B, device=dev), seqlens_t)  # (T,)
     return MergePlan(
-        K, (B, L), reduced, seqlens_t.tolist(), segments, src_index, merged_pos, merged_slot, slot_count, gather_index
+        K, (B, L), reduced, seqlens_t, segments, src_index, merged_pos, merged_slot, slot_count, gather_index
     )
 
 
@@ -128,8 +137,6 @@ def regenerate(y: Tensor, x_inj: Tensor, plan: MergePlan, regenerator: torch.nn.
     """
     B, L, C = x_inj.shape
     full = unmerge(y, plan)  # (B*L, C)
-    if plan.merged_pos.numel():
-        pos = plan.merged_pos
-        new = regenerator(torch.cat([x_inj.reshape(B * L, C)[pos], full[pos]], dim=-1))  # (P, C)
-        full = full.index_copy(0, pos, new.to(full.dtype))
-    return full.view(B, L, C)
+    pos = plan.merged_pos  # may be empty (no image reduced): the MLP then runs on 0 rows
+    new = regenerator(torch.cat([x_inj.reshape(B * L, C)[pos], full[pos]], dim=-1))  # (P, C)
+    return full.index_copy(0, pos, new.to(full.dtype)).view(B, L, C)

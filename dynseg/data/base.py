@@ -1,0 +1,151 @@
+"""Shared dataset machinery: file reading with one-line errors, label checks, seeding, tensor output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dynseg.data.transforms import IGNORE_INDEX, sample_rng
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+# pipeline(image (H, W, 3) uint8, mask (H, W) uint8, rng) -> (image, mask)
+Pipeline = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+class DatasetError(ValueError):
+    """Bad dataset files; the message is one line naming the file and what was expected."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB, or raise DatasetError naming it."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL raises all three for corrupt/truncated files
+        raise DatasetError(f"{path}: cannot decode image, expected a readable RGB image ({e})") from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Decode a single-channel label image to ``(H, W)`` uint8, or raise DatasetError naming it."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16", "1"):
+                raise DatasetError(f"{path}: label image has mode {im.mode}, expected single-channel (L/P)")
+            arr = np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot decode label image ({e})") from None
+    if arr.max(initial=0) > 255:
+        raise DatasetError(f"{path}: label value {int(arr.max())} does not fit 8 bits, expected 0..255")
+    return arr.astype(np.uint8)
+
+
+def check_labels(mask: np.ndarray, num_classes: int, path: Path) -> None:
+    """Every label must be a class id or the ignore label."""
+    values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # faster than np.unique on uint8
+    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    if bad.size:
+        raise DatasetError(f"{path}: label value {int(bad[0])} out of range, "
+                           f"expected 0..{num_classes - 1} or {IGNORE_INDEX} (ignore)")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Sorted image files of ``folder``; the folder must exist and hold at least one."""
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: image folder not found")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DatasetError(f"{folder}: empty image folder, expected {'/'.join(IMAGE_SUFFIXES)} files")
+    return files
+
+
+def pair_masks(images: Sequence[Path], mask_dir: Path, suffix: str = ".png") -> list[Path]:
+    """The mask ``mask_dir/{stem}{suffix}`` of each image; every one must exist."""
+    if not mask_dir.is_dir():
+        raise DatasetError(f"{mask_dir}: mask folder not found")
+    masks = [mask_dir / f"{p.stem}{suffix}" for p in images]
+    for img, m in zip(images, masks):
+        if not m.is_file():
+            raise DatasetError(f"{img}: mask missing, expected {m}")
+    return masks
+
+
+class SegDataset(Dataset):
+    """Image/mask pairs -> ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "path", "orig_size"}``.
+
+    Augmentation randomness comes from ``sample_rng(aug_seed, epoch, index)``. The training loop either
+    calls ``set_epoch(e)`` before each pass (fine with non-persistent workers), or indexes with
+    ``dataset[(index, epoch)]`` from its sampler, which works with any worker setup.
+
+    Subclasses set ``classes``, ``palette`` and implement ``__len__`` and ``load``.
+    """
+
+    classes: tuple[str, ...] = ()
+    palette: list[tuple[int, int, int]] = []
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(self, pipeline: Pipeline | None = None, aug_seed: int = 0) -> None:
+        self.pipeline = pipeline
+        self.aug_seed = aug_seed
+        self.epoch = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Return image ``(H, W, 3)`` uint8, mask ``(H, W)`` uint8 (checked), and the image path."""
+        raise NotImplementedError
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, epoch = (item if isinstance(item, tuple) else (item, self.epoch))
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of length {len(self)}")
+        index %= len(self)
+        image, mask, path = self.load(index)
+        orig_size = tuple(mask.shape)
+        if self.pipeline is not None:
+            image, mask = self.pipeline(image, mask, sample_rng(self.aug_seed, epoch, index))
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),  # (3, H, W)
+            "mask": torch.from_numpy(mask.astype(np.int64)),  # (H, W)
+            "path": path,
+            "orig_size": orig_size,
+        }
+
+
+class FilePairDataset(SegDataset):
+    """A dataset over matched (image, label image) files, with the checks every file format needs."""
+
+    reduce_zero_label = False
+
+    def __init__(self, images: list[Path], masks: list[Path], pipeline: Pipeline | None = None,
+                 aug_seed: int = 0) -> None:
+        super().__init__(pipeline, aug_seed)
+        self.images, self.masks = images, masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        img_path, mask_path = self.images[index], self.masks[index]
+        image, mask = read_image(img_path), read_label(mask_path)
+        if image.shape[:2] != mask.shape:
+            raise DatasetError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
+                               f"{img_path.name} {image.shape[1]}x{image.shape[0]}, expected equal sizes")
+        # Checked on the raw file values, so the error names the value that is in the file.
+        check_labels(mask, self.num_classes + self.reduce_zero_label, mask_path)
+        if self.reduce_zero_label:
+            # 0 ("other") -> ignore, class k -> k - 1, ignore stays ignore (uint8 wraps 0 - 1 to 255).
+            mask = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, mask - 1).astype(np.uint8)
+        return image, mask, str(img_path)
