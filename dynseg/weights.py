@@ -218,7 +218,7 @@ def load_pretrained_backbone(backbone: nn.Module, url_or_path: str) -> list[str]
         report.append(f"dropped {len(dropped)} classifier keys ({', '.join(dropped[:3])}...)")
     sd = fit_backbone(sd, backbone, report)
     own = backbone.state_dict()
-    new_parts = sorted(k for k in own if k not in sd and k.startswith(("cluster.", "regenerator.", "policy.")))
+    new_parts = sorted(k for k in own if k not in sd and k.startswith(("cluster.", "regenerator.", "policy_net.")))
     for k in new_parts:
         sd[k] = own[k]
     if new_parts:

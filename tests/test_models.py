@@ -299,3 +299,16 @@ def test_not_a_checkpoint(tmp_path: Path):
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_pretrained_url_resolves_through_torch_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Offline, the configs' URL loads from the torch.hub cache (how users provide the file by hand)."""
+    url = "https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_tiny_p16_384_20220308-cce8c795.pth"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    src = v.VisionTransformer(img_size=48, embed_dim=32, depth=2, num_heads=2)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save({"state_dict": to_official(src.state_dict())}, cache / url.rsplit("/", 1)[1])
+    model = v.VisionTransformer(img_size=48, embed_dim=32, depth=2, num_heads=2)
+    assert load_pretrained_backbone(model, url) == []
+    assert torch.equal(model.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)

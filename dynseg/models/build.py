@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from .clustvit import ClustViT
+from .cts import CTSViT
 from .heads.segmenter import MaskTransformerHead
 from .heads.upernet import UPerHead
 from .segmentor import Segmentor
@@ -17,6 +18,7 @@ from .vit import VisionTransformer
 BACKBONES: dict[str, type[nn.Module]] = {
     "VisionTransformer": VisionTransformer,
     "ClustViT": ClustViT,
+    "CTSViT": CTSViT,
 }
 HEADS: dict[str, type[nn.Module]] = {
     "SegmenterMaskTransformerHead": MaskTransformerHead,
@@ -32,10 +34,6 @@ class ConfigError(ValueError):
 
 def _cls(table: Mapping[str, type], cfg: Mapping[str, Any], where: str) -> type:
     kind = cfg.get("type")
-    if kind == "CTSViT" and kind not in table:
-        from .cts import CTSViT  # noqa: F401 - imported lazily: the CTS policy net is only needed here
-
-        return CTSViT
     if kind not in table:
         raise ConfigError(f"{where}.type: unknown type {kind!r}; expected one of {sorted(table)}")
     return table[kind]

@@ -65,7 +65,8 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     seqlens_t = n_copy + K * reduced  # (B,)
     offsets = torch.cumsum(seqlens_t, 0) - seqlens_t  # (B,) start of each image in the packed axis
     T = seqlens_t.sum().item()  # .item(), not int(): traceable as an unbacked size under torch.export
-    torch._check(T >= B)  # every image keeps at least its cls token; tells the tracer T is a non-empty size
+    if torch.compiler.is_exporting():  # (only then: torch._check's first call imports the symbolic-shape machinery)
+        torch._check(T >= B)  # every image keeps at least its cls token: tells the tracer T is a non-empty size
 
     # Packed position of every kept token: image offset + rank among the image's kept tokens.
     rank = torch.cumsum(keep, 1) - 1  # (B, L)
