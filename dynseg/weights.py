@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,9 +59,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         except Exception as e:  # noqa: BLE001 - any parse failure means "not a safetensors file"
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Raised for any plain pickle (not written by torch.save) just before it is refused or read:
+            # noise on stderr beside the one-line error.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickles with code, truncated files, text files ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        # Skip torch's boilerplate (its first line even suggests weights_only=False): keep the reason,
+        # e.g. "unsupported GLOBAL posix.system" for a pickle that would run code.
+        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        first = next((line for line in lines if not line.startswith(boilerplate)), lines[0])
         raise CheckpointError(
             f"{path}: not a loadable checkpoint (read with weights_only=True, which refuses code): {first}"
         ) from None
@@ -181,7 +190,10 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict:
         The raw checkpoint dict (ours carries ``iter``, ``config`` ...).
     """
     ckpt = read_checkpoint(path)
-    sd = convert_state_dict(unwrap(ckpt))
+    try:
+        sd = convert_state_dict(unwrap(ckpt))
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None  # name the file: the user may have passed several
     if not any(k.startswith("backbone.") for k in sd):
         raise CheckpointError(f"{path}: no 'backbone.' keys: this is not a whole-segmentor checkpoint")
     backbone_sd = fit_backbone(

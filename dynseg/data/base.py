@@ -21,6 +21,13 @@ Pipeline = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndar
 class DatasetError(ValueError):
     """Bad dataset files; the message is one line naming the file and what was expected."""
 
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's error comes back as DatasetError("Caught DatasetError in DataLoader worker
+        # ...\nOriginal Traceback ...\n<module>.DatasetError: <one line>"): keep only the one line.
+        if "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split("DatasetError: ", 1)[-1]
+        super().__init__(message)
+
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to ``(H, W, 3)`` uint8 RGB, or raise DatasetError naming it."""

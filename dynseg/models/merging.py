@@ -85,8 +85,7 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     merged_pos = flat[merged]  # (P,)
     b_of = merged_pos // L
     merged_slot = b_of * K + ids.view(B, N)[merged[:, 1:]] - 1  # (P,)
-    # index_add rather than bincount: its output size does not depend on the data (exportable).
-    slot_count = torch.zeros(B * K, dtype=torch.long, device=dev).index_add_(0, merged_slot, torch.ones_like(merged_slot))
+    slot_count = members(merged_slot, B * K).sum(1)  # (B*K,); not bincount: its size would depend on the data
 
     gather_index = packed_pos.flatten().clone()  # (B*L,)
     gather_index[merged_pos] = (offsets + n_copy)[b_of] + (merged_slot - b_of * K)
@@ -94,6 +93,16 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     return MergePlan(
         K, (B, L), reduced, seqlens_t, segments, src_index, merged_pos, merged_slot, slot_count, gather_index
     )
+
+
+def members(slots: Tensor, num_slots: int) -> Tensor:
+    """(num_slots, P) bool: token p belongs to cluster slot s.
+
+    Cluster sums are this matrix times the tokens, not a scatter-add: no atomics, so deterministic on GPU,
+    and no ScatterND-add in ONNX (onnxruntime's multi-threaded kernel loses updates on repeated indices).
+    It is small ((B*K, P)) and the matmul is faster than ``index_add`` on CPU.
+    """
+    return slots[None, :] == torch.arange(num_slots, device=slots.device)[:, None]
 
 
 def merge(x: Tensor, plan: MergePlan) -> Tensor:
@@ -107,7 +116,7 @@ def merge(x: Tensor, plan: MergePlan) -> Tensor:
     """
     B, L, C = x.shape
     flat = x.reshape(B * L, C)
-    sums = flat.new_zeros(B * plan.num_clusters, C).index_add(0, plan.merged_slot, flat[plan.merged_pos])
+    sums = members(plan.merged_slot, B * plan.num_clusters).to(flat.dtype) @ flat[plan.merged_pos]  # (B*K, C)
     means = sums / plan.slot_count.clamp(min=1).to(flat.dtype)[:, None]  # empty cluster -> zero token
     bank = torch.cat([flat, means])  # (B*L + B*K, C)
     return bank[plan.src_index][None]  # (1, T, C)

@@ -60,7 +60,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a ``.safetensors`` file, or a torch checkpoint with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: policy-net weights file not found")
+        raise FileNotFoundError(
+            f"{path}: policy-net weights file not found; train one with `python tools/train_policynet.py CONFIG` "
+            "or set model.backbone.policy_weights=None for an untrained policy"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -30,7 +30,7 @@ class MaskTransformerHead(nn.Module):
         self.num_classes = num_classes
         self.dec_proj = nn.Linear(in_channels, embed_dim)
         self.cls_emb = nn.Parameter(torch.randn(1, num_classes, embed_dim) * 0.02)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # as torch.linspace
         # The decoder's LayerNorms use torch's default eps (1e-5), unlike the backbone's 1e-6.
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, drop_path=r, norm_eps=1e-5) for r in rates)
         self.decoder_norm = nn.LayerNorm(embed_dim)

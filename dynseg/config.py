@@ -1,0 +1,163 @@
+"""Python config files: `_base_` inheritance, `--cfg-options` overrides, strict keys, saving.
+
+A config is a Python file whose public top-level names are the config (``model = dict(...)``).
+``_base_`` (a path or a list of paths, relative to the file) names presets that are loaded first;
+the file's own dicts are then merged into them key by key. A dict holding ``_delete_=True``
+replaces the inherited value instead of merging into it. Files are loaded by path (leaf names hold
+hyphens, so they are not importable modules).
+
+Every key remembers the file that introduced it, so that the strict-key validation in
+``dynseg.config_schema`` can name the culprit file.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import pprint
+import runpy
+import tempfile
+import types
+from pathlib import Path
+from typing import Any
+
+Config = dict[str, Any]
+# (key, key, ...) -> the file (or "--cfg-options") that introduced that key.
+Origins = dict[tuple[str, ...], str]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line naming the file/key."""
+
+
+def _read_file(path: Path) -> tuple[Config, list[Path]]:
+    """Executes one config file and returns its public names and its `_base_` paths."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        ns = runpy.run_path(str(path))
+    except Exception as e:  # a syntax or name error in a user's file: say which file
+        raise ConfigError(f"{path}: cannot execute config file: {type(e).__name__}: {e}") from e
+    bases = ns.get("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list | tuple) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a str or a list of str, got {bases!r}")
+    body = {
+        k: v
+        for k, v in ns.items()
+        if not k.startswith("_") and not isinstance(v, types.ModuleType | types.FunctionType | type)
+    }
+    return body, [(path.parent / b).resolve() for b in bases]
+
+
+def _merge(dst: Config, src: Config, origins: Origins, source: str, prefix: tuple[str, ...] = ()) -> None:
+    """Merges `src` into `dst` in place; dicts recurse unless `src` says `_delete_=True`."""
+    for key, value in src.items():
+        path = (*prefix, key)
+        if isinstance(value, dict):
+            value = dict(value)
+            replace = bool(value.pop("_delete_", False))
+            if replace or not isinstance(dst.get(key), dict):
+                # Forget the origins of whatever the replaced value held.
+                for p in [p for p in origins if p[: len(path)] == path]:
+                    del origins[p]
+                dst[key] = {}
+            origins.setdefault(path, source)
+            _merge(dst[key], value, origins, source, path)
+        else:
+            for p in [p for p in origins if p[: len(path)] == path and p != path]:
+                del origins[p]
+            dst[key] = copy.deepcopy(value)
+            origins[path] = source
+
+
+def _load(path: Path, origins: Origins, stack: tuple[Path, ...]) -> Config:
+    if path in stack:
+        raise ConfigError(f"{path}: circular _base_ chain {' -> '.join(map(str, stack))}")
+    body, bases = _read_file(path)
+    cfg: Config = {}
+    for base in bases:
+        if not base.is_file():
+            raise ConfigError(f"{path}: _base_ file not found: {base}")
+        _merge(cfg, _load(base, origins, (*stack, path)), {}, str(base))
+    # Origins of the bases were recorded by the recursive calls; record this file's own keys.
+    _merge(cfg, body, origins, str(path))
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> Config:
+    """Turns ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are Python literals when possible.
+
+    Args:
+        items: ``key.path=value`` strings as given to ``--cfg-options``.
+
+    Returns:
+        A nested dict to merge over the config.
+    """
+    out: Config = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--cfg-options: expected key.path=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare word such as ADE20K stays a string
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--cfg-options: {key} conflicts with another override")
+        node[leaf] = value
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None, validate: bool = True) -> Config:
+    """Loads a config file with its `_base_` chain, applies overrides and validates it.
+
+    Args:
+        path: the leaf config file.
+        overrides: ``--cfg-options`` strings (``a.b=c``).
+        validate: check every key and value against the schema (``dynseg.config_schema``).
+
+    Returns:
+        The resolved config: a plain nested dict.
+    """
+    origins: Origins = {}
+    cfg = _load(Path(path).resolve(), origins, ())
+    if overrides:
+        _merge(cfg, parse_overrides(overrides), origins, "--cfg-options")
+    if validate:
+        from dynseg.config_schema import validate_config
+
+        validate_config(cfg, origins)
+    return cfg
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def config_to_text(cfg: Config) -> str:
+    """Renders a resolved config as a Python config file (no `_base_`: everything inline)."""
+    lines = ["# Resolved config written by dynseg: every value, no _base_.", ""]
+    for key, value in cfg.items():
+        lines.append(f"{key} = {pprint.pformat(value, sort_dicts=False, width=100)}")
+    return "\n".join(lines) + "\n"
+
+
+def save_config(cfg: Config, work_dir: str | os.PathLike) -> None:
+    """Writes ``config.py`` and ``config.json`` (the resolved config) into `work_dir`, atomically."""
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    _atomic_write(work / "config.py", config_to_text(cfg))
+    _atomic_write(work / "config.json", json.dumps(cfg, indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""Training and evaluation engine: LR curve, checkpoints, logging, the training loop, evaluation."""

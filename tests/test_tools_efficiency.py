@@ -1,0 +1,142 @@
+"""The efficiency tools run end to end on tiny configs, and what they print is right."""
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dynseg import bench
+from dynseg.data.prep_suim import convert_suim
+from dynseg.losses import pseudo_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEMO_VIT = str(ROOT / "config/demo/segmenter_vit-demo_synthetic.py")
+DEMO_CLUST = str(ROOT / "config/demo/segmenter_clustvit-demo_synthetic.py")
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _last_line(capsys: pytest.CaptureFixture) -> str:
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def _demo_vit_flops(h: int, w: int) -> float:
+    """Closed form (matmuls, 2 x MACs) of the demo Segmenter ViT: width 96, 6 blocks, 1 head block, 6 classes."""
+    c, n, k = 96, (h // 16) * (w // 16), 6
+
+    def block(t: int) -> int:
+        return 2 * (12 * t * c * c + 2 * t * t * c)
+
+    head = 2 * n * c * c + block(n + k) + 2 * (n * c * c + k * c * c + n * c * k)
+    return (2 * n * c * 3 * 256 + 6 * block(n + 1) + head) / 1e9
+
+
+def test_get_flops_synthetic_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    res = _tool("get_flops").main([DEMO_VIT, "--shape", "64", "96", "--work-dir", str(tmp_path)])
+    m = re.fullmatch(r"GFLOPs: (\d+\.\d\d) ± (\d+\.\d\d)", _last_line(capsys))
+    assert m and float(m.group(2)) == 0.0
+    closed = _demo_vit_flops(64, 96)
+    # The count adds one FLOP per element of the residual adds (~0.1% here) to the matmul closed form.
+    assert closed <= res["gflops_mean"] <= closed * 1.005
+    assert float(m.group(1)) == pytest.approx(res["gflops_mean"], abs=0.005)
+    assert json.loads((tmp_path / "gflops.json").read_text())["num_images"] == 1
+    assert (tmp_path / "gflops_hist.png").stat().st_size > 0
+
+
+def test_get_flops_dataset_oracle(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["--split", "test", "--limit", "3", "--work-dir", str(tmp_path)]
+    res = _tool("get_flops").main([DEMO_CLUST, "--oracle-clusters", *args])
+    line = _last_line(capsys)
+    per_image = json.loads((tmp_path / "gflops.json").read_text())["per_image"]
+    values = list(per_image.values())
+    assert len(values) == 3
+    assert line == f"GFLOPs: {np.mean(values):.2f} ± {np.std(values):.2f}"
+    assert res["gflops_std"] > 0  # each image merges a different number of tokens
+    assert max(values) < _demo_vit_flops(256, 256)  # merging saves FLOPs on these scenes
+
+
+def test_get_fps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    res = _tool("get_fps").main([DEMO_VIT, "none", "--shape", "64", "64", "--repeat-times", "2",
+                                 "--work-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "fps.json").read_text())
+    assert len(saved["runs_s"]) == 2 and saved["num_images"] == 1
+    assert saved["img_s_median"] == pytest.approx(np.median([1 / s for s in saved["runs_s"]]))
+    m = re.fullmatch(r"img/s: median (\S+) mean (\S+) ± (\S+)", _last_line(capsys))
+    assert m and float(m.group(1)) == pytest.approx(res["img_s_median"], abs=0.006)
+
+
+def test_count_tokens_against_pseudo_labels(tmp_path: Path) -> None:
+    summary = _tool("count_tokens").main([DEMO_CLUST, "none", "--compare", DEMO_VIT, "--oracle-clusters",
+                                          "--split", "test", "--limit", "2", "--work-dir", str(tmp_path)])
+    tokens = np.load(tmp_path / "tokens.npz")
+    vit = tokens["tokens_segmenter_vit-demo_synthetic"]
+    clust = tokens["tokens_segmenter_clustvit-demo_synthetic"]
+    assert (vit == 257).all() and vit.shape == (2, 6)  # 256x256 -> 16x16 tokens + cls
+    cfg = bench.load_config(DEMO_CLUST)
+    masks = torch.stack([s.mask for s in bench.load_samples(cfg, None, "test", 2)])
+    kept = (pseudo_labels(masks, 3).flatten(1) == 0).sum(1).numpy()
+    assert (clust[:, :2] == 257).all()  # injection point 2
+    assert (clust[:, 2:] == (1 + kept + 3)[:, None]).all()
+    assert summary["segmenter_clustvit-demo_synthetic"]["total_mean"] == pytest.approx(clust.sum(1).mean())
+    assert (tmp_path / "tokens_per_block.png").stat().st_size > 0
+
+
+def test_benchmark_line_and_batching(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    res = _tool("benchmark").main([DEMO_VIT, DEMO_CLUST, "--split", "test", "--limit", "3", "--oracle-clusters",
+                                   "--batch-size", "2", "--repeats", "1", "--work-dir", str(tmp_path)])
+    line = _last_line(capsys)
+    m = re.fullmatch(r"a_img_s=(\S+) b_img_s=(\S+) flop_ratio=(\S+) speedup=(\S+) efficiency=(\S+)", line)
+    assert m, line
+    a, b, ratio, speedup, eff = map(float, m.groups())
+    assert ratio == pytest.approx(res["gflops"]["A"][0] / res["gflops"]["B"][0], rel=1e-3)
+    assert ratio > 1.0
+    assert speedup == pytest.approx(b / a, rel=1e-3)
+    assert eff == pytest.approx(speedup / ratio, rel=1e-3)
+    assert res["fps"]["A"]["num_images"] == 3
+
+
+def test_batched_equals_batch_one() -> None:
+    """ClustViT packs images of different kept lengths: a batch must give each image's batch-1 result."""
+    seg, cfg = bench.load_model(DEMO_CLUST)
+    samples = bench.load_samples(cfg, None, "test", 3)
+    batched = torch.cat([bench.infer(seg, i, m, True) for i, m in bench.make_batches(samples, 3)])
+    alone = torch.cat([bench.infer(seg, i, m, True) for i, m in bench.make_batches(samples, 1)])
+    assert torch.allclose(batched, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_suim_samples_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The real SUIM samples (raw .bmp masks converted in a copy) through get_flops with oracle clusters."""
+    src = SHARED / "data/samples/SUIM/TEST"
+    if not src.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{src} missing")
+        pytest.skip(f"{src} missing")
+    root = tmp_path / "suim"
+    shutil.copytree(src / "images", root / "TEST/images")
+    (root / "TEST/masks").mkdir(parents=True)
+    for bmp in (src / "masks").glob("*.bmp"):
+        shutil.copy(bmp, root / "TEST/masks" / bmp.name)
+    assert not convert_suim(root, progress=False).errors
+    cfg = tmp_path / "tiny_suim.py"
+    cfg.write_text(
+        f'_base_ = "{ROOT}/config/clustvit/others/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py"\n'
+        "model = dict(backbone=dict(embed_dim=32, depth=4, num_heads=2, out_indices=(3,), cluster_mlp_size=32),\n"
+        "             decode_head=dict(embed_dim=32, depth=1, num_heads=2))\n"
+    )
+    res = _tool("get_flops").main([str(cfg), "--data-root", str(root), "--oracle-clusters", "--limit", "3",
+                                   "--work-dir", str(tmp_path / "wd")])
+    assert res["num_images"] == 3
+    assert _last_line(capsys) == f"GFLOPs: {res['gflops_mean']:.2f} ± {res['gflops_std']:.2f}"
+    assert res["gflops_std"] > 0

@@ -1,0 +1,110 @@
+"""Two models in one process, alternating on the same images: GFLOPs, img/s, peak memory, efficiency.
+
+    python tools/benchmark.py CONFIG_A CONFIG_B [--data-root ROOT --split S | --shape H W]
+                              [--oracle-clusters] [--batch-size B] [--amp] [--repeats R]
+
+A is the baseline (e.g. ViT), B the candidate (e.g. ClustViT). The last line is
+``a_img_s=.. b_img_s=.. flop_ratio=<A GFLOPs / B GFLOPs> speedup=<B img/s / A img/s> efficiency=<speedup / flop_ratio>``.
+GFLOPs are per image (each image alone); img/s are medians over ``--repeats`` timed passes, A and B
+interleaved (the order flips every repeat so drift hits both alike), after one untimed warm-up pass each.
+``--amp-b`` runs only B in bf16: with the same config twice it measures the bf16 gain and the agreement
+of the two models' predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dynseg import bench  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("config_a")
+    p.add_argument("config_b")
+    p.add_argument("--checkpoint-a", help="weights of A (default: seeded random)")
+    p.add_argument("--checkpoint-b", help="weights of B (default: seeded random)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast for both models")
+    p.add_argument("--amp-b", action="store_true", help="bf16 autocast for B only")
+    p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--work-dir", help="if given, benchmark.json is written there")
+    bench.add_input_args(p)
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def agreement(seg_a: torch.nn.Module, seg_b: torch.nn.Module, batches: list, oracle: bool,
+              amp_a: bool, amp_b: bool) -> float:
+    """Share of pixels (in %) where A and B predict the same label."""
+    same = total = 0
+    device = bench.model_device(seg_a)
+    for images, masks in bench.to_device(batches, device):
+        with bench.autocast(device, amp_a):
+            pa = bench.infer(seg_a, images, masks, oracle).argmax(1)
+        with bench.autocast(device, amp_b):
+            pb = bench.infer(seg_b, images, masks, oracle).argmax(1)
+        same += int((pa == pb).sum())
+        total += pa.numel()
+    return 100.0 * same / total
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seg_a, cfg_a = bench.load_model(args.config_a, args.checkpoint_a, args.cfg_options, args.device)
+    seg_b, _ = bench.load_model(args.config_b, args.checkpoint_b, args.cfg_options, args.device)
+    samples = bench.inputs_from_args(cfg_a, args.shape, args.data_root, args.split, args.limit)
+    batches = bench.to_device(bench.make_batches(samples, args.batch_size), bench.model_device(seg_a))
+    n = len(samples)
+    amp = {"A": args.amp, "B": args.amp or args.amp_b}
+    segs = {"A": seg_a, "B": seg_b}
+
+    gflops = {k: bench.mean_std([f / 1e9 for f in bench.flops_per_image(s, samples, args.oracle_clusters)])
+              for k, s in segs.items()}
+    seconds: dict[str, list[float]] = {"A": [], "B": []}
+    for k in ("A", "B"):  # warm-up
+        bench.run_pass(segs[k], batches, args.oracle_clusters, amp[k])
+    for r in range(args.repeats):
+        for k in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            seconds[k].append(bench.run_pass(segs[k], batches, args.oracle_clusters, amp[k]))
+    stats = {k: bench.summarise_runs(seconds[k], n) for k in segs}
+    memory = {}
+    for k in ("A", "B"):
+        with bench.peak_memory(bench.model_device(segs[k])) as mem:
+            bench.run_pass(segs[k], batches, args.oracle_clusters, amp[k])
+        memory[k] = mem["peak_mib"]
+    agree = agreement(seg_a, seg_b, batches, args.oracle_clusters, amp["A"], amp["B"])
+
+    names = {"A": Path(args.config_a).stem, "B": Path(args.config_b).stem}
+    print(f"{n} images, batch {args.batch_size}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"oracle clusters {args.oracle_clusters}, amp A {amp['A']} B {amp['B']}")
+    print(f"{'':3}{'model':<58}{'GFLOPs':>18}{'img/s med':>11}{'img/s mean':>11}{'ms/img':>9}{'peak MiB':>10}")
+    for k in ("A", "B"):
+        g, s = gflops[k], stats[k]
+        print(f"{k:3}{names[k][:57]:<58}{g[0]:>10.2f} ± {g[1]:<5.2f}{s['img_s_median']:>11.3f}"
+              f"{s['img_s_mean']:>11.3f}{s['ms_per_img_median']:>9.1f}{memory[k]:>10.1f}")
+    print(f"prediction agreement A vs B: {agree:.2f}% of pixels")
+    a_ips, b_ips = stats["A"]["img_s_median"], stats["B"]["img_s_median"]
+    flop_ratio = gflops["A"][0] / gflops["B"][0]
+    speedup = b_ips / a_ips
+    result = {"names": names, "gflops": gflops, "fps": stats, "peak_mib": memory, "agreement_pct": agree,
+              "flop_ratio": flop_ratio, "speedup": speedup, "efficiency": speedup / flop_ratio,
+              "batch_size": args.batch_size, "amp": amp, "oracle_clusters": args.oracle_clusters,
+              "threads": torch.get_num_threads(), "device": args.device}
+    if args.work_dir:
+        bench.write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
+    print(f"a_img_s={a_ips:.4f} b_img_s={b_ips:.4f} flop_ratio={flop_ratio:.4f} speedup={speedup:.4f} "
+          f"efficiency={speedup / flop_ratio:.4f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

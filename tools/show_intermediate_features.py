@@ -1,0 +1,45 @@
+"""Token features of chosen blocks as PCA-to-RGB maps: before merging, after merging, after regeneration.
+
+    python tools/show_intermediate_features.py CONFIG CHECKPOINT IMAGE [--layers I ...] [--out DIR]
+
+One grid PNG (``DIR/IMAGE_features.png``) from the model's own intermediate outputs
+(``ClustViT.forward(return_intermediates=True)``). CHECKPOINT ``none`` keeps random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from dynseg.analysis import feature_grid, load_inputs  # noqa: E402
+from dynseg.api import build_model, resolve_config  # noqa: E402
+from dynseg.visualize import save_png  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("checkpoint", help="checkpoint (ours or official), or 'none' for random weights")
+    parser.add_argument("image", help="an image file (resized as the config's test pipeline does)")
+    parser.add_argument("--layers", type=int, nargs="+", help="block indices (default: ip-1, ip, last)")
+    parser.add_argument("--out", default="work_dirs/features")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        cfg = resolve_config(args.config, args.cfg_options)
+        seg = build_model(cfg, args.checkpoint, args.device)
+        (image, _, name), = load_inputs(cfg, images=[args.image], num=1)
+        path = save_png(Path(args.out) / f"{name}_features.png", feature_grid(seg, image, args.layers))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
