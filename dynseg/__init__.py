@@ -1,3 +1,13 @@
-"""dynseg: ClustViT in plain PyTorch."""
+"""dynseg: ClustViT (clustering-based token merging for ViT semantic segmentation) in plain PyTorch."""
 
 __version__ = "0.1.0"
+
+
+def load(*args, **kwargs):
+    """``model = dynseg.load(config, checkpoint); mask = model.predict(rgb_uint8)`` (see ``dynseg.api.load``)."""
+    from .api import load as _load  # imported on use: ``import dynseg`` stays light for the CLIs
+
+    return _load(*args, **kwargs)
+
+
+__all__ = ["load", "__version__"]
