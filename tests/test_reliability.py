@@ -423,3 +423,26 @@ def test_resume_with_another_architecture_lists_the_keys(tmp_path: Path) -> None
                                               r"backbone\.blocks\.2\.attn\.proj\.bias"):
         train(deeper, tmp_path, resume=True, tensorboard=False)
     assert sorted(p.name for p in tmp_path.glob("iter_*.pth")) == before == ["iter_1.pth", "iter_2.pth"]
+
+
+def test_resume_past_unreadable_checkpoints_keeps_the_new_ones(tmp_path: Path) -> None:
+    """Unreadable iter_22..24 (disk damage): --resume starts over, and pruning must not count them as newest."""
+    from dynseg.engine.trainer import train
+
+    for n in (22, 23, 24):
+        (tmp_path / f"iter_{n}.pth").write_text("junk")
+    cfg = load_config(DEMO, ["model.backbone.img_size=(64, 64)", "model.backbone.embed_dim=32",
+                             "model.backbone.num_heads=2", "model.backbone.depth=2", "model.backbone.out_indices=(1,)",
+                             "model.backbone.injection_point=1", "model.backbone.cluster_mlp_size=32",
+                             "model.decode_head.embed_dim=32", "model.decode_head.num_heads=2",
+                             "data.train_pipeline.crop_size=(64, 64)", "data.num_workers=0", "data.batch_size=2",
+                             "data.dataset_kwargs.image_size=64", "schedule.max_iters=4", "schedule.checkpoint_interval=1"])
+    with pytest.warns(UserWarning) as warned:
+        train(cfg, tmp_path, resume=True, tensorboard=False)
+    assert len(warned) == 3 and all("not a readable checkpoint" in str(w.message) for w in warned)
+    own = sorted(n for n in (1, 2, 3, 4) if (tmp_path / f"iter_{n}.pth").exists())
+    assert own == [2, 3, 4] and read_training_checkpoint(tmp_path / "iter_4.pth")["iter"] == 4
+    with pytest.warns(UserWarning) as warned:
+        path, _ = find_latest(tmp_path)  # and the next --resume finds the run's own latest, saying what it skips
+    assert [f"iter_{n}.pth" in str(w.message) for n, w in zip((24, 23, 22), warned)] == [True] * 3
+    assert path.name == "iter_4.pth"

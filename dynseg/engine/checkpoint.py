@@ -69,7 +69,7 @@ def list_checkpoints(work_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(state: dict[str, Any], work_dir: str | os.PathLike, keep: int = 3) -> Path:
-    """Writes ``iter_{state['iter']}.pth`` atomically, then deletes all but the newest `keep`.
+    """Writes ``iter_{state['iter']}.pth`` atomically, then deletes older ones: `keep` remain, this one included.
 
     Args:
         state: the checkpoint dict (``REQUIRED`` keys; ``format`` is added).
@@ -92,7 +92,10 @@ def save_checkpoint(state: dict[str, Any], work_dir: str | os.PathLike, keep: in
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(work)  # make the rename itself durable before older checkpoints go
-    for _, old in list_checkpoints(work)[:-keep]:
+    # Prune only checkpoints older than this one: a higher-numbered file can only be one that --resume
+    # found unreadable, and counting it among the newest would delete the checkpoint just written.
+    older = [p for n, p in list_checkpoints(work) if n < state["iter"]]
+    for old in older[: max(len(older) - (keep - 1), 0)] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
 
