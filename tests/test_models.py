@@ -221,6 +221,17 @@ def test_oracle_clusters_use_pseudo_labels():
     assert torch.equal(out.backbone.cluster_ids, pseudo_labels(masks, 3).flatten(1))
 
 
+def test_oracle_clusters_at_sizes_that_are_not_whole_patches():
+    seg = build_segmentor(tiny_cfg()).eval()
+    masks = torch.zeros(1, 70, 90, dtype=torch.long)
+    masks[:, :, 45:] = 1
+    with torch.no_grad():
+        out = seg(torch.zeros(1, 3, 70, 90), masks=masks, oracle=True)
+    ids = out.backbone.cluster_ids.view(5, 6)  # ceil(70/16) x ceil(90/16)
+    assert ids[4].eq(0).all() and ids[:, 5].eq(0).all()  # partial (padded) patches are kept
+    assert torch.equal(ids[:4, :5], pseudo_labels(masks, 3)[0])
+
+
 def test_unknown_config_keys_are_named():
     cfg = tiny_cfg()
     cfg["backbone"]["depthh"] = 3

@@ -63,7 +63,11 @@ class Segmentor(nn.Module):
         if oracle:
             if masks is None or not self.num_clusters:
                 raise ValueError("oracle clusters need masks and a ClustViT backbone")
-            ids = pseudo_labels(masks, self.num_clusters).flatten(1)  # (B, N)
+            # The image is zero-padded bottom/right to whole patches; pad the mask with "ignore" to match,
+            # so the padded patches get id 0 (keep) and the oracle grid equals the patch grid.
+            pad_h, pad_w = -masks.shape[-2] % 16, -masks.shape[-1] % 16
+            masks = F.pad(masks, (0, pad_w, 0, pad_h), value=self.ignore_index)
+            ids = pseudo_labels(masks, self.num_clusters, ignore_index=self.ignore_index).flatten(1)  # (B, N)
         feats = self.backbone(self.normalise(images), cluster_ids=ids)
         return SegmentorOutput(self.decode_head(feats.features), feats)
 

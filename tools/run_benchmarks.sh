@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
+# k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
+# against resolution. Every row is one `tools/benchmark.py` run (both models in one process, alternating).
+#
+#   tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
+#   e.g. tools/run_benchmarks.sh cpu bench_out data/suim data/ade/ADEChallengeData2016 7 2
+# SUIM_ROOT must hold converted masks (tools/suim_mask_convert.py). QUICK=1 runs the Segmenter k3/ip3 rows only.
+set -euo pipefail
+DEVICE=$1; OUT=$2; SUIM=$3; ADE=$4; REPEATS=${5:-7}; THREADS=${6:-0}; QUICK=${7:-0}
+mkdir -p "$OUT"
+S=config/clustvit/others; V=config/vit
+THR=(); [ "$THREADS" != 0 ] && THR=(--threads "$THREADS")
+bench() {  # name, config A, config B, extra args...
+  local name=$1 a=$2 b=$3; shift 3
+  echo "### $name: $*" | tee -a "$OUT/summary.txt"
+  python3 tools/benchmark.py "$a" "$b" --oracle-clusters --device "$DEVICE" --repeats "$REPEATS" "${THR[@]}" \
+    --work-dir "$OUT/$name" "$@" 2>&1 | tee "$OUT/$name.log" | tail -n 5 | tee -a "$OUT/summary.txt"
+}
+SUIM_ARGS=(--data-root "$SUIM" --split test)
+for bs in 1 8; do
+  for amp in fp32 bf16; do
+    AMP=(); [ $amp = bf16 ] && AMP=(--amp)
+    bench "seg_k3ip3_suim_b${bs}_$amp" $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py \
+      $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --batch-size $bs "${AMP[@]}"
+    [ "$QUICK" = 1 ] && continue
+    bench "seg_k4ip4_suim_b${bs}_$amp" $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py \
+      $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k4_ip4.py "${SUIM_ARGS[@]}" --batch-size $bs "${AMP[@]}"
+    bench "upn_k3ip3_suim_b${bs}_$amp" $V/upernet_vit-b_1xb8-80k_suim-512x512.py \
+      $S/upernet_clustvit-b_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --batch-size $bs "${AMP[@]}"
+    bench "upn_k4ip4_suim_b${bs}_$amp" $V/upernet_vit-b_1xb8-80k_suim-512x512.py \
+      $S/upernet_clustvit-b_1xb8-80k_suim-512x512_k4_ip4.py "${SUIM_ARGS[@]}" --batch-size $bs "${AMP[@]}"
+  done
+done
+[ "$QUICK" = 1 ] && exit 0
+bench seg_k3ip3_ade_b1_fp32 $V/segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py \
+  config/clustvit/ade20k/segmenter_clustvit-b_mask_1xb8-160k_ade20k-512x512_k3_ip3.py --data-root "$ADE" --split val
+for size in 256 512 768 1024; do
+  bench "seg_k3ip3_shape$size" $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py \
+    $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py --shape $size $size --cfg-options model.test_cfg.mode=whole
+done
