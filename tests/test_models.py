@@ -323,3 +323,21 @@ def test_pretrained_url_resolves_through_torch_hub_cache(tmp_path: Path, monkeyp
     model = v.VisionTransformer(img_size=48, embed_dim=32, depth=2, num_heads=2)
     assert load_pretrained_backbone(model, url) == []
     assert torch.equal(model.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
+
+
+@pytest.mark.parametrize("head", ["SegmenterMaskTransformerHead", "UPerHead"])
+def test_amp_inference_weights_cast_once_same_result(head: str):
+    """Pre-cast matmul weights give exactly what autocast computes, without re-casting them per forward."""
+    import copy
+
+    from dynseg.models.amp import cast_for_amp_inference
+
+    torch.manual_seed(0)
+    seg = build_segmentor(tiny_cfg(head=head, out_indices=(0, 1, 2))).eval()
+    ref = copy.deepcopy(seg)
+    cast_for_amp_inference(seg, torch.bfloat16)
+    assert seg.backbone.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert seg.backbone.norm.weight.dtype == torch.float32 and seg.backbone.pos_embed.dtype == torch.float32
+    x = torch.randint(0, 256, (2, 3, 64, 64)).float()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(seg.predict_logits(x), ref.predict_logits(x), atol=0, rtol=0)

@@ -116,10 +116,11 @@ def test_batch_independence_property(head: str) -> None:
     seen: Counter = Counter()
 
     @settings(max_examples=25, deadline=None, derandomize=True, database=None)
-    @given(B=st.integers(1, 5), H=SIDES, W=SIDES, seed=st.integers(0, 2**31 - 1), module=st.booleans(),
+    @given(B=st.sampled_from([5, 4, 3, 2]), H=SIDES, W=SIDES, seed=st.integers(0, 2**31 - 1), module=st.booleans(),
            modes=st.lists(st.sampled_from(MODES), min_size=5, max_size=5))
-    # The corners, whatever a future hypothesis version generates: the largest batch with every kind of
-    # assignment at a ragged size, and a single image through the Cluster module.
+    # Batch size 1 is the reference itself, so the search spends its examples on 2..5; the corners are
+    # pinned whatever a future hypothesis version generates: the largest batch with every kind of
+    # assignment at a ragged size, and a single image through the Cluster module (the harness itself).
     @example(B=5, H=57, W=80, seed=1, module=False, modes=["keep", "one", "empty", "random", "random"])
     @example(B=1, H=16, W=40, seed=2, module=True, modes=["random"] * 5)
     def check(B: int, H: int, W: int, seed: int, module: bool, modes: list[str]) -> None:

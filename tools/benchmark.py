@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     gflops = {k: bench.mean_std([f / 1e9 for f in bench.flops_per_image(s, samples, args.oracle_clusters)])
               for k, s in segs.items()}
+    for k in segs:  # after counting FLOPs (which runs without autocast): amp models keep bf16 matmul weights
+        if amp[k]:
+            cast_for_amp_inference(segs[k], torch.bfloat16)
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     for k in ("A", "B"):  # warm-up
         bench.run_pass(segs[k], batches, args.oracle_clusters, amp[k])

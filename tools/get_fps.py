@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
+    if args.amp:
+        cast_for_amp_inference(seg, torch.bfloat16)  # weights cast once, not on every forward
     if args.compile:
         seg.compile(dynamic=True)
     samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)

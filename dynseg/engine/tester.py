@@ -54,6 +54,10 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     model = build_segmentor(cfg["model"])
     load_checkpoint(model, checkpoint)
     model.to(device).eval()
+    if amp:  # inference only: matmul weights stored in the autocast dtype once, not cast per forward
+        from dynseg.models.amp import amp_dtype, cast_for_amp_inference
+
+        cast_for_amp_inference(model, amp_dtype(device))
     dataset = build_dataset(cfg["data"], split)
     if dataset.num_classes != model.num_classes:
         raise ValueError(f"{checkpoint}: the model predicts {model.num_classes} classes but the "
