@@ -62,4 +62,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dynseg.cli import run
+
+    run(main)

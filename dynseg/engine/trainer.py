@@ -127,8 +127,6 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
                          "pass --resume to continue it, or choose another --work-dir")
     latest = find_latest(work) if resume else None
     start_iter = latest[1]["iter"] if latest else 0
-    if dist_info.is_main:
-        save_config(cfg, work)
     log = RunLogger(work, max_iters, start_iter, enabled=dist_info.is_main, tensorboard=tensorboard)
     if resume and latest is None:
         log.message(f"--resume: no complete checkpoint in {work}, starting from iteration 0")
@@ -171,6 +169,8 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
         log.message(f"resumed from {last_ckpt} (iteration {start_iter})")
     else:
         init_pretrained(model, cfg["model"].get("pretrained"), rt.get("require_pretrained", False), log)
+    if dist_info.is_main:  # only now: a --resume that fails on a changed architecture keeps the run's config
+        save_config(cfg, work)
     tokens = TokenCounter(model)
     step = _LossStep(model)
     if world > 1:
