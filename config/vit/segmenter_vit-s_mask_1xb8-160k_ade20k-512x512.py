@@ -1,14 +1,7 @@
-# ViT-S (small) + Segmenter, ADE20K.
-_base_ = [
-    "../_base_/models/segmenter_vit-b16.py",
-    "../_base_/datasets/ade20k.py",
-    "../_base_/schedules/schedule_160k.py",
-    "../_base_/default_runtime.py",
-]
+# ViT-S (small) + Segmenter, ADE20K: the ViT-B baseline at width 384.
+_base_ = "./segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py"
 model = dict(
     backbone=dict(embed_dim=384, num_heads=6),
     decode_head=dict(embed_dim=384, num_heads=6),
     pretrained="https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_small_p16_384_20220308-410f6037.pth",
 )
-optimizer = dict(lr=0.001, weight_decay=0.0)  # every official leaf overrides the base 0.01 / 5e-4
-data = dict(batch_size=8, val_batch_size=1)  # 1 GPU x 8 images

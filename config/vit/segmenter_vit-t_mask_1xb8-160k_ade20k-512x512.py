@@ -1,14 +1,7 @@
-# ViT-T (tiny) + Segmenter, ADE20K.
-_base_ = [
-    "../_base_/models/segmenter_vit-b16.py",
-    "../_base_/datasets/ade20k.py",
-    "../_base_/schedules/schedule_160k.py",
-    "../_base_/default_runtime.py",
-]
+# ViT-T (tiny) + Segmenter, ADE20K: the ViT-B baseline at width 192.
+_base_ = "./segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py"
 model = dict(
     backbone=dict(embed_dim=192, num_heads=3),
     decode_head=dict(embed_dim=192, num_heads=3),
     pretrained="https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_tiny_p16_384_20220308-cce8c795.pth",
 )
-optimizer = dict(lr=0.001, weight_decay=0.0)  # every official leaf overrides the base 0.01 / 5e-4
-data = dict(batch_size=8, val_batch_size=1)  # 1 GPU x 8 images

@@ -1,14 +1,7 @@
-# ClustViT-S (small) + Segmenter, ADE20K, k=3, ip=3.
-_base_ = [
-    "../../_base_/models/segmenter_clustvit-b16_k3.py",
-    "../../_base_/datasets/ade20k.py",
-    "../../_base_/schedules/schedule_160k.py",
-    "../../_base_/default_runtime.py",
-]
+# ClustViT-S (small) + Segmenter, ADE20K, k=3, ip=3: the ClustViT-B model at width 384 (cluster MLP 4x width).
+_base_ = "./segmenter_clustvit-b_mask_1xb8-160k_ade20k-512x512_k3_ip3.py"
 model = dict(
-    backbone=dict(embed_dim=384, num_heads=6, injection_point=3, cluster_mlp_size=1548),
+    backbone=dict(embed_dim=384, num_heads=6, cluster_mlp_size=1548),
     decode_head=dict(embed_dim=384, num_heads=6),
     pretrained="https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_small_p16_384_20220308-410f6037.pth",
 )
-optimizer = dict(lr=0.001, weight_decay=0.0)  # every official leaf overrides the base 0.01 / 5e-4
-data = dict(batch_size=8, val_batch_size=1)  # 1 GPU x 8 images
