@@ -27,23 +27,44 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message lists every problem."""
 
 
-# Official (mmseg) -> ours, applied in order to the key with prefixes stripped.
-_OFFICIAL_RULES: list[tuple[str, str]] = [
-    (r"^patch_embed\.projection\.", "patch_embed.proj."),
-    (r"^layers\.(\d+)\.ln1\.", r"blocks.\1.norm1."),
-    (r"^layers\.(\d+)\.ln2\.", r"blocks.\1.norm2."),
-    (r"^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$", r"blocks.\1.attn.qkv.\2"),
-    (r"^layers\.(\d+)\.attn\.attn\.out_proj\.", r"blocks.\1.attn.proj."),
-    (r"^layers\.(\d+)\.ffn\.layers\.0\.0\.", r"blocks.\1.mlp.fc1."),
-    (r"^layers\.(\d+)\.ffn\.layers\.1\.", r"blocks.\1.mlp.fc2."),
-    (r"^ln1\.", "norm."),
-    (r"^clusterer\.net\.0\.", "cluster.fc1."),
-    (r"^clusterer\.net\.2\.", "cluster.fc2."),
-    (r"^expand_mlp\.0\.", "regenerator.fc1."),
-    (r"^expand_mlp\.2\.", "regenerator.fc2."),
-    # UPerHead: psp_modules.{s} is Sequential(pool, ConvModule); we keep the ConvModule only.
-    (r"^psp_modules\.(\d+)\.1\.", r"ppm.\1."),
+# Official (mmseg) name <-> ours, with the backbone./decode_head. prefix stripped. "{i}" stands for a
+# number; a name ending in "." renames a module (any parameter after it), otherwise the whole key.
+# One table, read left-to-right to load official weights and right-to-left to write them.
+_NAMES: list[tuple[str, str]] = [
+    ("patch_embed.projection.", "patch_embed.proj."),
+    ("layers.{i}.ln1.", "blocks.{i}.norm1."),
+    ("layers.{i}.ln2.", "blocks.{i}.norm2."),
+    ("layers.{i}.attn.attn.in_proj_weight", "blocks.{i}.attn.qkv.weight"),  # packed q, k, v in both
+    ("layers.{i}.attn.attn.in_proj_bias", "blocks.{i}.attn.qkv.bias"),
+    ("layers.{i}.attn.attn.out_proj.", "blocks.{i}.attn.proj."),
+    ("layers.{i}.ffn.layers.0.0.", "blocks.{i}.mlp.fc1."),
+    ("layers.{i}.ffn.layers.1.", "blocks.{i}.mlp.fc2."),
+    ("ln1.", "norm."),  # the backbone's final norm
+    ("clusterer.net.0.", "cluster.fc1."),
+    ("clusterer.net.2.", "cluster.fc2."),
+    ("expand_mlp.0.", "regenerator.fc1."),
+    ("expand_mlp.2.", "regenerator.fc2."),
+    ("psp_modules.{i}.1.", "ppm.{i}."),  # UPerHead: Sequential(pool, ConvModule); we keep the ConvModule
 ]
+
+
+def _rule(src: str, dst: str) -> tuple[re.Pattern, str]:
+    pattern = "^" + re.escape(src).replace(r"\{i\}", r"(\d+)") + ("" if src.endswith(".") else "$")
+    return re.compile(pattern), dst.replace("{i}", r"\1")
+
+
+_TO_OURS = [_rule(official, ours) for official, ours in _NAMES]
+_TO_OFFICIAL = [_rule(ours, official) for official, ours in _NAMES]
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
+    """Apply the first matching rule to the key's unprefixed part."""
+    prefix, _, rest = key.partition(".") if key.startswith(("backbone.", "decode_head.")) else ("", "", key)
+    for pattern, repl in rules:
+        rest, n = pattern.subn(repl, rest)
+        if n:
+            break
+    return f"{prefix}.{rest}" if prefix else rest
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -103,36 +124,12 @@ def detect_format(sd: Mapping[str, Tensor]) -> str:
 
 def convert_key(key: str) -> str:
     """One official (mmseg) key, prefix kept, in our naming."""
-    prefix, _, rest = key.partition(".") if key.startswith(("backbone.", "decode_head.")) else ("", "", key)
-    for pattern, repl in _OFFICIAL_RULES:
-        rest = re.sub(pattern, repl, rest)
-    return f"{prefix}.{rest}" if prefix else rest
-
-
-# Ours -> official: the same table read backwards.
-_TO_OFFICIAL_RULES: list[tuple[str, str]] = [
-    (r"^patch_embed\.proj\.", "patch_embed.projection."),
-    (r"^blocks\.(\d+)\.norm1\.", r"layers.\1.ln1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"layers.\1.ln2."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", r"layers.\1.attn.attn.in_proj_\2"),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attn.attn.out_proj."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"layers.\1.ffn.layers.0.0."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layers.\1.ffn.layers.1."),
-    (r"^norm\.", "ln1."),
-    (r"^cluster\.fc1\.", "clusterer.net.0."),
-    (r"^cluster\.fc2\.", "clusterer.net.2."),
-    (r"^regenerator\.fc1\.", "expand_mlp.0."),
-    (r"^regenerator\.fc2\.", "expand_mlp.2."),
-    (r"^ppm\.(\d+)\.", r"psp_modules.\1.1."),
-]
+    return _rename(key, _TO_OURS)
 
 
 def official_key(key: str) -> str:
     """One of our keys (prefix kept) in the official mmseg naming."""
-    prefix, _, rest = key.partition(".") if key.startswith(("backbone.", "decode_head.")) else ("", "", key)
-    for pattern, repl in _TO_OFFICIAL_RULES:
-        rest = re.sub(pattern, repl, rest)
-    return f"{prefix}.{rest}" if prefix else rest
+    return _rename(key, _TO_OFFICIAL)
 
 
 def to_official(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -53,20 +53,7 @@ schedule = dict(max_iters=4, warmup_iters=0, log_interval=1, checkpoint_interval
 '''
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are dominated by per-op overhead, which extra threads only add to."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "tiny.py"
-    path.write_text(TINY)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures `one_thread`, `tiny`: conftest.py
 
 
 # ------------------------------------------------------------------------ batch independence

@@ -41,19 +41,7 @@ schedule = dict(max_iters=6, warmup_iters=0, log_interval=1, checkpoint_interval
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count as the in-process runs: same float sums
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "tiny.py"
-    path.write_text(TINY)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures `one_thread`, `tiny`: conftest.py
 
 
 def _cli(name: str):
