@@ -1,7 +1,7 @@
 """Two models in one process, alternating on the same images: GFLOPs, img/s, peak memory, efficiency.
 
     python tools/benchmark.py CONFIG_A CONFIG_B [--data-root ROOT --split S | --shape H W]
-                              [--oracle-clusters] [--batch-size B] [--amp] [--repeats R]
+                              [--oracle-clusters] [--batch-size B] [--batch-size-b B2] [--amp] [--repeats R]
 
 A is the baseline (e.g. ViT), B the candidate (e.g. ClustViT). The last line is
 ``a_img_s=.. b_img_s=.. flop_ratio=<A GFLOPs / B GFLOPs> speedup=<B img/s / A img/s> efficiency=<speedup / flop_ratio>``.
@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-a", help="weights of A (default: seeded random)")
     p.add_argument("--checkpoint-b", help="weights of B (default: seeded random)")
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size-b", type=int, default=None,
+                   help="B's batch size if it differs (e.g. the same config at batch 1 vs 8, in one run)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast for both models")
     p.add_argument("--amp-b", action="store_true", help="bf16 autocast for B only")
     p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     seg_b, _ = bench.load_model(args.config_b, args.checkpoint_b, args.cfg_options, args.device)
     samples = bench.inputs_from_args(cfg_a, args.shape, args.data_root, args.split, args.limit)
     batches = bench.to_device(bench.make_batches(samples, args.batch_size), bench.model_device(seg_a))
+    batch_b = args.batch_size_b or args.batch_size
+    batches_of = {"A": batches, "B": bench.to_device(bench.make_batches(samples, batch_b), bench.model_device(seg_b))}
     n = len(samples)
     amp = {"A": args.amp, "B": args.amp or args.amp_b}
     segs = {"A": seg_a, "B": seg_b}
@@ -75,20 +79,20 @@ def main(argv: list[str] | None = None) -> dict:
             cast_for_amp_inference(segs[k], torch.bfloat16)
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     for k in ("A", "B"):  # warm-up
-        bench.run_pass(segs[k], batches, args.oracle_clusters, amp[k])
+        bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k])
     for r in range(args.repeats):
         for k in ("A", "B") if r % 2 == 0 else ("B", "A"):
-            seconds[k].append(bench.run_pass(segs[k], batches, args.oracle_clusters, amp[k]))
+            seconds[k].append(bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k]))
     stats = {k: bench.summarise_runs(seconds[k], n) for k in segs}
     memory = {}
     for k in ("A", "B"):
         with bench.peak_memory(bench.model_device(segs[k])) as mem:
-            bench.run_pass(segs[k], batches, args.oracle_clusters, amp[k])
+            bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k])
         memory[k] = mem["peak_mib"]
     agree = agreement(seg_a, seg_b, batches, args.oracle_clusters, amp["A"], amp["B"])
 
     names = {"A": Path(args.config_a).stem, "B": Path(args.config_b).stem}
-    print(f"{n} images, batch {args.batch_size}, {torch.get_num_threads()} threads, device {args.device}, "
+    print(f"{n} images, batch A {args.batch_size} B {batch_b}, {torch.get_num_threads()} threads, device {args.device}, "
           f"oracle clusters {args.oracle_clusters}, amp A {amp['A']} B {amp['B']}")
     print(f"{'':3}{'model':<58}{'GFLOPs':>18}{'img/s med':>11}{'img/s mean':>11}{'ms/img':>9}{'peak MiB':>10}")
     for k in ("A", "B"):
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     speedup = b_ips / a_ips
     result = {"names": names, "gflops": gflops, "fps": stats, "peak_mib": memory, "agreement_pct": agree,
               "flop_ratio": flop_ratio, "speedup": speedup, "efficiency": speedup / flop_ratio,
-              "batch_size": args.batch_size, "amp": amp, "oracle_clusters": args.oracle_clusters,
+              "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
               "threads": torch.get_num_threads(), "device": args.device}
     if args.work_dir:
         bench.write_json_atomic(Path(args.work_dir) / "benchmark.json", result)

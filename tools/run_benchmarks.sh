@@ -32,6 +32,8 @@ for bs in 1 8; do
       $S/upernet_clustvit-b_1xb8-80k_suim-512x512_k4_ip4.py "${SUIM_ARGS[@]}" --batch-size $bs "${AMP[@]}"
   done
 done
+bench clustvit_b1_vs_b8 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
+  $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --batch-size 1 --batch-size-b 8
 [ "$QUICK" = 1 ] && exit 0
 bench seg_k3ip3_ade_b1_fp32 $V/segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py \
   config/clustvit/ade20k/segmenter_clustvit-b_mask_1xb8-160k_ade20k-512x512_k3_ip3.py --data-root "$ADE" --split val
