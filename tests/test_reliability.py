@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_config
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -39,18 +40,7 @@ from dynseg.weights import CheckpointError, load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/demo/segmenter_clustvit-demo_synthetic.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-# The instant-test model: width 32, depth 2, 64x64 synthetic images (~50 ms per iteration).
-TINY = f'''_base_ = "{DEMO}"
-model = dict(
-    backbone=dict(img_size=(64, 64), embed_dim=32, depth=2, num_heads=2, out_indices=(1,), injection_point=1,
-                  cluster_mlp_size=32),
-    decode_head=dict(embed_dim=32, num_heads=2),
-    test_cfg=dict(crop_size=(64, 64), stride=(64, 64)),
-)
-data = dict(train_pipeline=dict(scale=(64, 64), crop_size=(64, 64)), test_pipeline=dict(scale=(64, 64)),
-            batch_size=2, num_workers=0, dataset_kwargs=dict(num_images=16, num_eval_images=4, image_size=64))
-schedule = dict(max_iters=4, warmup_iters=0, log_interval=1, checkpoint_interval=2)
-'''
+TINY = tiny_config("schedule = dict(max_iters=4, warmup_iters=0, log_interval=1, checkpoint_interval=2)")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures `one_thread`, `tiny`: conftest.py

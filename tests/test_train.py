@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from dynseg.config import load_config
 from dynseg.engine.trainer import NonFiniteLossError, train
@@ -27,17 +28,7 @@ from dynseg.engine.trainer import NonFiniteLossError, train
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SUIM_SAMPLES = SHARED / "data/samples/SUIM"
-TINY = f'''_base_ = "{REPO}/config/demo/segmenter_clustvit-demo_synthetic.py"
-model = dict(
-    backbone=dict(img_size=(64, 64), embed_dim=32, depth=2, num_heads=2, out_indices=(1,), injection_point=1,
-                  cluster_mlp_size=32),
-    decode_head=dict(embed_dim=32, num_heads=2),
-    test_cfg=dict(crop_size=(64, 64), stride=(64, 64)),
-)
-data = dict(train_pipeline=dict(scale=(64, 64), crop_size=(64, 64)), test_pipeline=dict(scale=(64, 64)),
-            batch_size=2, num_workers=0, dataset_kwargs=dict(num_images=16, num_eval_images=4, image_size=64))
-schedule = dict(max_iters=6, warmup_iters=0, log_interval=1, checkpoint_interval=3)
-'''
+TINY = tiny_config("schedule = dict(max_iters=6, warmup_iters=0, log_interval=1, checkpoint_interval=3)")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count as the in-process runs: same float sums
 
 
