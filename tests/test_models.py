@@ -341,3 +341,27 @@ def test_amp_inference_weights_cast_once_same_result(head: str):
     x = torch.randint(0, 256, (2, 3, 64, 64)).float()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(seg.predict_logits(x), ref.predict_logits(x), atol=0, rtol=0)
+
+
+def test_linear_takes_onednn_only_for_float32_inference_and_matches_f_linear():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dynseg.models import linear as lin
+
+    torch.manual_seed(0)
+    layer = lin.Linear(64, 32)
+    x = torch.randn(2, 7, 64)
+    ref = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    with torch.no_grad():
+        assert lin._use_onednn(x, layer.weight) == lin.ONEDNN_FP32
+        torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer(x[:, ::2]), ref[:, ::2], rtol=1e-5, atol=1e-5)  # strided input
+        assert layer(x[:, :0]).shape == (2, 0, 32)
+        assert not lin._use_onednn(x.bfloat16(), layer.weight)
+        with FlopCounterMode(display=False) as counter:  # dispatch modes must see a plain matmul
+            assert not lin._use_onednn(x, layer.weight)
+            layer(x)
+        assert counter.get_total_flops() == 2 * 14 * 64 * 32
+    assert not lin._use_onednn(x, layer.weight)  # grad enabled, weight requires grad: autograd path
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0

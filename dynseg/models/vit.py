@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .linear import Linear
+
 
 @dataclass
 class BackboneOutput:
@@ -53,8 +55,8 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: Tensor, seqlens: Sequence[int] | None = None) -> Tensor:
         """Args:
@@ -90,9 +92,9 @@ class Mlp(nn.Module):
         self, dim: int, hidden: int, out_dim: int | None = None, act: type[nn.Module] = nn.GELU
     ) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = act()
-        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.fc2 = Linear(hidden, out_dim or dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))

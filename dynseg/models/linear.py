@@ -1,0 +1,50 @@
+"""``nn.Linear`` that runs float32 CPU inference on oneDNN instead of MKL.
+
+Measured on the 2-thread AMD EPYC CI host (docs/BENCHMARKS.md, "Kernels"): PyTorch sends float32
+``F.linear`` to MKL's sgemm, which reaches 116-192 GFLOP/s on the ViT-B shapes here (MKL takes a
+slower path on non-Intel CPUs, and its rate swings with the row count), while oneDNN's inner-product
+primitive holds 200-210 GFLOP/s from 190 rows (a merged ClustViT sequence) to 1025 rows (a full
+one). bfloat16 already goes to oneDNN. Same parameters and state-dict keys as ``nn.Linear``;
+results differ from MKL only in summation order (about 1e-6 relative).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+# Module-level switch so benchmarks can time both kernels in one process (tools/benchmark.py).
+ONEDNN_FP32 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _use_onednn(x: Tensor, weight: Tensor) -> bool:
+    """oneDNN only for plain float32 CPU inference. Autograd, autocast, tracing, export and dispatch
+    modes (FLOP counting, fake tensors) keep ``F.linear``: the oneDNN op has no backward, no ONNX or
+    compile lowering we rely on, and no FLOP formula."""
+    return (
+        ONEDNN_FP32
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+        and _get_current_dispatch_mode() is None
+    )
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear`` with the oneDNN fast path. x: (..., in) -> (..., out)."""
+    if _use_onednn(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """Drop-in ``nn.Linear`` (same parameters and keys) using :func:`linear`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
