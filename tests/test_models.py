@@ -349,19 +349,20 @@ def test_linear_takes_onednn_only_for_float32_inference_and_matches_f_linear():
     from dynseg.models import linear as lin
 
     torch.manual_seed(0)
-    layer = lin.Linear(64, 32)
-    x = torch.randn(2, 7, 64)
+    layer = lin.Linear(512, 256)
+    x = torch.randn(2, 70, 512)  # 140 x 512 x 256 = 18M multiply-adds: above lin.MIN_MACS
     ref = torch.nn.functional.linear(x, layer.weight, layer.bias)
     with torch.no_grad():
         assert lin._use_onednn(x, layer.weight) == lin.ONEDNN_FP32
         torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(layer(x[:, ::2]), ref[:, ::2], rtol=1e-5, atol=1e-5)  # strided input
-        assert layer(x[:, :0]).shape == (2, 0, 32)
+        assert layer(x[:, :0]).shape == (2, 0, 256)
+        assert not lin._use_onednn(x[:, :2], layer.weight)  # too small: MKL's lower call overhead wins
         assert not lin._use_onednn(x.bfloat16(), layer.weight)
         with FlopCounterMode(display=False) as counter:  # dispatch modes must see a plain matmul
             assert not lin._use_onednn(x, layer.weight)
             layer(x)
-        assert counter.get_total_flops() == 2 * 14 * 64 * 32
+        assert counter.get_total_flops() == 2 * 140 * 512 * 256
     assert not lin._use_onednn(x, layer.weight)  # grad enabled, weight requires grad: autograd path
     layer(x).sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0

@@ -14,6 +14,7 @@ import torch
 from dynseg import bench
 from dynseg.data.prep_suim import convert_suim
 from dynseg.losses import pseudo_labels
+from dynseg.models.linear import ONEDNN_FP32
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -140,3 +141,18 @@ def test_suim_samples_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert res["num_images"] == 3
     assert _last_line(capsys) == f"GFLOPs: {res['gflops_mean']:.2f} ± {res['gflops_std']:.2f}"
     assert res["gflops_std"] > 0
+
+
+def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = _tool("bench_kernels").main(
+        ["--tokens", "9", "17", "--dim", "32", "--heads", "4", "--repeats", "1", "--work-dir", str(tmp_path)]
+    )
+    kernels_per_linear = 3 if ONEDNN_FP32 else 2  # MKL, oneDNN (where built), bf16
+    assert len(rows) == 2 * (4 * kernels_per_linear + 2)
+    assert [r["tokens"] for r in rows].count(17) == len(rows) // 2
+    fc1 = next(r for r in rows if r["op"] == "linear fc1" and r["tokens"] == 9)
+    assert fc1["gflop_s"] == pytest.approx(2 * 9 * 32 * 128 / fc1["ms"] / 1e6)
+    assert json.loads((tmp_path / "kernels.json").read_text()) == rows
+    assert "attention" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--dim 30 is not divisible by --heads 4"):
+        _tool("bench_kernels").main(["--dim", "30", "--heads", "4"])
