@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dynseg.config import ConfigError, load_config
 from dynseg.engine.tester import run_test
+from dynseg.runtime import tune_malloc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (dynseg/runtime.py)
     try:
         cfg = load_config(args.config, args.cfg_options)
         work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent)

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .api import Predictor, load
+from .runtime import tune_malloc
 from .visualize import overlay, save_png
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -78,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
+    tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (dynseg/runtime.py)
     try:
         files = collect_images(args.inputs)
         predictor = load(args.config, args.checkpoint, args.device, args.amp, args.cfg_options)

@@ -211,6 +211,29 @@ def test_slide_equals_whole_for_one_window_and_averages_overlaps():
     torch.testing.assert_close(slid[..., 64:], right[..., 16:])
 
 
+def test_slide_stitching_in_class_chunks_equals_stitching_all_classes_at_once():
+    from dynseg.models import segmentor as sm
+
+    torch.manual_seed(0)
+    cfg = {**tiny_cfg(backbone="VisionTransformer"), "num_classes": 2 * sm._STITCH_CLASSES + 5}  # 3 chunks
+    seg = build_segmentor({**cfg, "test_cfg": dict(mode="slide", crop_size=(64, 64), stride=(40, 40))}).eval()
+    img = torch.randint(0, 256, (2, 3, 70, 112)).float()  # 2 x 3 windows per image, last ones shifted back
+    boxes = sliding_windows(70, 112, 64, 64, 40, 40)
+    with torch.no_grad():
+        ref = torch.zeros(2, cfg["num_classes"], 70, 112)
+        count = torch.zeros(70, 112)
+        for y1, y2, x1, x2 in boxes:
+            ref[..., y1:y2, x1:x2] += torch.nn.functional.interpolate(
+                seg(img[..., y1:y2, x1:x2]).logits, (64, 64), mode="bilinear", align_corners=False
+            )
+            count[y1:y2, x1:x2] += 1
+        torch.testing.assert_close(seg.predict_logits(img), ref / count, rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():  # the autograd fallback gives the same numbers and a graph
+        logits = seg.predict_logits(img[:1])
+    assert logits.requires_grad
+    torch.testing.assert_close(logits.detach(), ref[:1] / count, rtol=1e-5, atol=1e-5)
+
+
 def test_oracle_clusters_use_pseudo_labels():
     seg = build_segmentor(tiny_cfg()).eval()
     masks = torch.zeros(1, 64, 64, dtype=torch.long)

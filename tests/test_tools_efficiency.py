@@ -148,11 +148,15 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["--tokens", "9", "17", "--dim", "32", "--heads", "4", "--repeats", "1", "--work-dir", str(tmp_path)]
     )
     kernels_per_linear = 3 if ONEDNN_FP32 else 2  # MKL, oneDNN (where built), bf16
-    assert len(rows) == 2 * (4 * kernels_per_linear + 2)
+    assert len(rows) == 2 * (4 * kernels_per_linear + 3)
     assert [r["tokens"] for r in rows].count(17) == len(rows) // 2
     fc1 = next(r for r in rows if r["op"] == "linear fc1" and r["tokens"] == 9)
     assert fc1["gflop_s"] == pytest.approx(2 * 9 * 32 * 128 / fc1["ms"] / 1e6)
     assert json.loads((tmp_path / "kernels.json").read_text()) == rows
+    q, k, v = torch.randn(3, 1, 2, 5, 8).unbind(0)
+    torch.testing.assert_close(
+        _tool("bench_kernels").explicit_attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    )
     assert "attention" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--dim 30 is not divisible by --heads 4"):
         _tool("bench_kernels").main(["--dim", "30", "--heads", "4"])

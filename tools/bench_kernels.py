@@ -5,8 +5,8 @@
 
 Rows: the four linear shapes of a block (qkv, proj, fc1, fc2) through PyTorch's default float32 path
 (MKL sgemm), through oneDNN (what ``dynseg.models.linear.Linear`` uses for float32 CPU inference at
-these sizes) and
-in bfloat16; then fused attention (SDPA) in float32 and bfloat16. 1025 tokens is a full 512² ViT
+these sizes) and in bfloat16; then fused attention (SDPA) in float32 and bfloat16, and the explicit
+float32 form (q k^T, softmax, @ v: what the official implementation runs). 1025 tokens is a full 512² ViT
 sequence, 222 a typical merged ClustViT one. The numbers explain docs/BENCHMARKS.md: how fast the
 model can be here, and why bf16 tops out below 2x. Each cell is the median of ``--repeats`` calls.
 """
@@ -76,8 +76,15 @@ def linear_rows(tokens: int, dim: int, repeats: int) -> list[dict]:
     return rows
 
 
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v with a materialised attention map, as the official code computes it."""
+    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, h, L, L)
+    return attn.softmax(-1) @ v
+
+
 def attention_rows(tokens: int, dim: int, heads: int, repeats: int) -> list[dict]:
-    """Fused SDPA on (1, heads, tokens, dim/heads) q, k, v in float32 and bfloat16."""
+    """Fused SDPA on (1, heads, tokens, dim/heads) q, k, v in float32 and bfloat16, and the explicit
+    float32 form (the official implementation's)."""
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, heads, tokens, dim // heads, generator=gen) for _ in range(3))
     flops = 4 * heads * tokens * tokens * (dim // heads)  # QK^T and AV, 2 FLOPs per multiply-add
@@ -86,6 +93,8 @@ def attention_rows(tokens: int, dim: int, heads: int, repeats: int) -> list[dict
         qd, kd, vd = q.to(dtype), k.to(dtype), v.to(dtype)
         ms = median_ms(lambda: F.scaled_dot_product_attention(qd, kd, vd), repeats)  # noqa: B023
         rows.append(dict(op="attention", tokens=tokens, kernel=name, ms=ms, gflop_s=flops / ms / 1e6))
+    ms = median_ms(lambda: explicit_attention(q, k, v), repeats)
+    rows.append(dict(op="attention", tokens=tokens, kernel="float32 bmm+softmax", ms=ms, gflop_s=flops / ms / 1e6))
     return rows
 
 

@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
 from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
+from dynseg.runtime import tune_malloc  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +61,7 @@ def agreement(seg_a: torch.nn.Module, seg_b: torch.nn.Module, batches: list, ora
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    tune_malloc()  # fewer page faults: docs/BENCHMARKS.md
     if args.threads:
         torch.set_num_threads(args.threads)
     seg_a, cfg_a = bench.load_model(args.config_a, args.checkpoint_a, args.cfg_options, args.device)

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
 from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
+from dynseg.runtime import tune_malloc  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    tune_malloc()  # fewer page faults: docs/BENCHMARKS.md
     if args.threads:
         torch.set_num_threads(args.threads)
     seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
