@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
 # k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
-# against resolution. Every row is one `tools/benchmark.py` run (both models in one process, alternating).
+# against resolution, the bf16 gain of each model, and the kernel rates (tools/bench_kernels.py). Every
+# row is one `tools/benchmark.py` run (both models in one process, alternating).
 #
 #   tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
 #   e.g. tools/run_benchmarks.sh cpu bench_out data/suim data/ade/ADEChallengeData2016 7 2
@@ -18,6 +19,9 @@ bench() {  # name, config A, config B, extra args...
     --work-dir "$OUT/$name" "$@" 2>&1 | tee "$OUT/$name.log" | tail -n 5 | tee -a "$OUT/summary.txt"
 }
 SUIM_ARGS=(--data-root "$SUIM" --split test)
+if [ "$DEVICE" = cpu ]; then  # CPU kernel rates (GEMM MKL vs oneDNN, attention)
+  python3 tools/bench_kernels.py "${THR[@]}" --work-dir "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log"
+fi
 for bs in 1 8; do
   for amp in fp32 bf16; do
     AMP=(); [ $amp = bf16 ] && AMP=(--amp)
@@ -35,6 +39,9 @@ done
 bench clustvit_b1_vs_b8 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
   $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --batch-size 1 --batch-size-b 8
 [ "$QUICK" = 1 ] && exit 0
+for m in $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py; do
+  bench "bf16_gain_$(basename "$m" .py | cut -d_ -f2)" "$m" "$m" "${SUIM_ARGS[@]}" --amp-b   # B = A under bf16
+done
 bench seg_k3ip3_ade_b1_fp32 $V/segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py \
   config/clustvit/ade20k/segmenter_clustvit-b_mask_1xb8-160k_ade20k-512x512_k3_ip3.py --data-root "$ADE" --split val
 for size in 256 512 768 1024; do
