@@ -108,6 +108,18 @@ def test_benchmark_line_and_batching(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert res["fps"]["A"]["num_images"] == 3
 
 
+def test_benchmark_default_linear_a_times_a_on_mkl_and_restores_the_switch(capsys: pytest.CaptureFixture) -> None:
+    from dynseg.models import linear
+
+    before = linear.ONEDNN_FP32
+    res = _tool("benchmark").main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1",
+                                   "--default-linear-a"])
+    assert res["onednn_fp32_linear"] == {"A": False, "B": before}
+    assert linear.ONEDNN_FP32 == before
+    assert res["agreement_pct"] == 100.0  # same weights, same predictions whichever kernel
+    assert res["flop_ratio"] == 1.0
+
+
 def test_batched_equals_batch_one() -> None:
     """ClustViT packs images of different kept lengths: a batch must give each image's batch-1 result."""
     seg, cfg = bench.load_model(DEMO_CLUST)

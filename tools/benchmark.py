@@ -8,7 +8,8 @@ A is the baseline (e.g. ViT), B the candidate (e.g. ClustViT). The last line is
 GFLOPs are per image (each image alone); img/s are medians over ``--repeats`` timed passes, A and B
 interleaved (the order flips every repeat so drift hits both alike), after one untimed warm-up pass each.
 ``--amp-b`` runs only B in bf16: with the same config twice it measures the bf16 gain and the agreement
-of the two models' predictions.
+of the two models' predictions. ``--default-linear-a`` likewise measures the oneDNN float32 linears
+(``dynseg.models.linear``) against PyTorch's default MKL path.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.models import linear as fast_linear  # noqa: E402
 from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
 from dynseg.runtime import tune_malloc  # noqa: E402
 
@@ -36,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="B's batch size if it differs (e.g. the same config at batch 1 vs 8, in one run)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast for both models")
     p.add_argument("--amp-b", action="store_true", help="bf16 autocast for B only")
+    p.add_argument("--default-linear-a", action="store_true",
+                   help="A's float32 linears on PyTorch's default kernel (MKL) instead of oneDNN: with the same "
+                        "config twice, measures dynseg's kernel choice on this CPU")
     p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--work-dir", help="if given, benchmark.json is written there")
@@ -79,18 +84,27 @@ def main(argv: list[str] | None = None) -> dict:
     for k in segs:  # after counting FLOPs (which runs without autocast): amp models keep bf16 matmul weights
         if amp[k]:
             cast_for_amp_inference(segs[k], torch.bfloat16)
+    onednn = {"A": fast_linear.ONEDNN_FP32 and not args.default_linear_a, "B": fast_linear.ONEDNN_FP32}
+
+    def timed_pass(k: str) -> float:
+        fast_linear.ONEDNN_FP32 = onednn[k]
+        return bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k])
+
     seconds: dict[str, list[float]] = {"A": [], "B": []}
-    for k in ("A", "B"):  # warm-up
-        bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k])
-    for r in range(args.repeats):
-        for k in ("A", "B") if r % 2 == 0 else ("B", "A"):
-            seconds[k].append(bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k]))
-    stats = {k: bench.summarise_runs(seconds[k], n) for k in segs}
     memory = {}
-    for k in ("A", "B"):
-        with bench.peak_memory(bench.model_device(segs[k])) as mem:
-            bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k])
-        memory[k] = mem["peak_mib"]
+    try:
+        for k in ("A", "B"):  # warm-up
+            timed_pass(k)
+        for r in range(args.repeats):
+            for k in ("A", "B") if r % 2 == 0 else ("B", "A"):
+                seconds[k].append(timed_pass(k))
+        for k in ("A", "B"):
+            with bench.peak_memory(bench.model_device(segs[k])) as mem:
+                timed_pass(k)
+            memory[k] = mem["peak_mib"]
+    finally:
+        fast_linear.ONEDNN_FP32 = onednn["B"]
+    stats = {k: bench.summarise_runs(seconds[k], n) for k in segs}
     agree = agreement(seg_a, seg_b, batches, args.oracle_clusters, amp["A"], amp["B"])
 
     names = {"A": Path(args.config_a).stem, "B": Path(args.config_b).stem}
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"names": names, "gflops": gflops, "fps": stats, "peak_mib": memory, "agreement_pct": agree,
               "flop_ratio": flop_ratio, "speedup": speedup, "efficiency": speedup / flop_ratio,
               "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
-              "threads": torch.get_num_threads(), "device": args.device}
+              "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn}
     if args.work_dir:
         bench.write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
     print(f"a_img_s={a_ips:.4f} b_img_s={b_ips:.4f} flop_ratio={flop_ratio:.4f} speedup={speedup:.4f} "

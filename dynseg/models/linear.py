@@ -1,11 +1,11 @@
 """``nn.Linear`` that runs float32 CPU inference on oneDNN instead of MKL.
 
-Measured on the 2-thread AMD EPYC CI host (docs/BENCHMARKS.md, "Kernels"): PyTorch sends float32
-``F.linear`` to MKL's sgemm, which reaches 116-192 GFLOP/s on the ViT-B shapes here (MKL takes a
-slower path on non-Intel CPUs, and its rate swings with the row count), while oneDNN's inner-product
-primitive holds 200-210 GFLOP/s from 190 rows (a merged ClustViT sequence) to 1025 rows (a full
-one). bfloat16 already goes to oneDNN. Same parameters and state-dict keys as ``nn.Linear``;
-results differ from MKL only in summation order (about 1e-6 relative).
+Measured on the 2-thread AMD EPYC CI host (``tools/bench_kernels.py``; docs/BENCHMARKS.md, "kernel
+rates"): PyTorch sends float32 ``F.linear`` to MKL's sgemm, which reaches 151-195 GFLOP/s on the ViT-B
+shapes (its rate swings with the shape), while oneDNN's
+inner product holds 196-208 GFLOP/s, the host's practical peak, from 222 rows (a merged ClustViT
+sequence) to 1025 (a full one). bfloat16 already goes to oneDNN. Same parameters and state-dict keys
+as ``nn.Linear``; results differ from MKL only in summation order (about 1e-6 relative).
 """
 
 from __future__ import annotations
