@@ -8,6 +8,8 @@ memory worse). Keeping up to 32 MB per allocation on the heap and never trimming
 them: ClustViT-b went from 756 to 727 ms and ViT-b from 1450 to 1421 ms per image (docs/BENCHMARKS.md).
 The CLIs (``test.py``, ``tools/get_fps.py``, ``tools/benchmark.py``, ``python -m dynseg.predict``) call
 :func:`tune_malloc`; a library user may call it too. It changes no result, only where memory comes from.
+The cost: the process holds on to freed heap (up to 1 GB above its live data) instead of returning it,
+so its resident size stays near its peak. Set ``DYNSEG_NO_MALLOC_TUNING=1`` to keep glibc's defaults.
 """
 
 from __future__ import annotations
