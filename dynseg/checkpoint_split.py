@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .atomic import atomic_path
 from .weights import CheckpointError, convert_state_dict, detect_format, read_checkpoint, unwrap
 
 PARTS = ("backbone", "decode_head")  # the file stems, and the key prefixes of a whole-segmentor state dict
@@ -40,17 +40,9 @@ def split_state_dict(sd: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
 
 
 def _save_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the final file should be readable like any other
-    try:
+    with atomic_path(path) as tmp:
         # safetensors refuses views that share storage; contiguous copies are independent.
         save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def split_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
@@ -110,16 +102,8 @@ def merge_parts(part_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
         if config is None and "config" in meta:
             config = json.loads(meta["config"])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the final file should be readable like any other
-    try:
+    with atomic_path(out) as tmp:
         torch.save({"format": "dynseg-v1", "model": sd, "config": config}, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {"file": str(out), "tensors": len(sd), "params": int(sum(t.numel() for t in sd.values()))}
 
 

@@ -12,7 +12,6 @@ outside the graph: export at the crop size and tile in the caller.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .atomic import atomic_path
 from .models.segmentor import Segmentor
 
 
@@ -75,16 +75,8 @@ def export_onnx(seg: Segmentor, path: str | os.PathLike, shape: Sequence[int], v
             output_names=output_names(seg), verbose=verbose,
         )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the final file should be readable like any other
-    try:
+    with atomic_path(path, suffix=".onnx") as tmp:
         program.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import colorsys
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .atomic import atomic_path
 
 IGNORE_COLOUR = (0, 0, 0)  # pixels labelled 255 (ignore) or outside the palette
 TITLE_HEIGHT = 18  # pixels of the title strip above each pane
@@ -127,16 +128,8 @@ def grid(rows: Sequence[np.ndarray]) -> np.ndarray:
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write an (H, W, 3) RGB or (H, W) label uint8 array as PNG, atomically (temp file + os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-    try:
+    with atomic_path(path, mode=0o666 & ~umask) as tmp:  # the usual permissions of a new file
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG", compress_level=6)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -501,3 +501,17 @@ def test_efficiency_tools_fail_in_one_line(tmp_path: Path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert "Traceback" not in proc.stderr and len(lines) == 1 and named in lines[0], proc.stderr
     assert not marker.exists()
+
+
+def test_atomic_path_replaces_whole_or_leaves_old_file(tmp_path: Path) -> None:
+    from dynseg.atomic import atomic_path
+
+    target = tmp_path / "sub" / "out.bin"
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(b"new")
+    assert target.read_bytes() == b"new" and (target.stat().st_mode & 0o777) == 0o644
+    with pytest.raises(RuntimeError), atomic_path(target, mode=0o600) as tmp:
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]  # no stray temp file

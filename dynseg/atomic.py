@@ -1,0 +1,30 @@
+"""Write a file so that readers see the old version or the whole new one, never half of it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", mode: int = 0o644) -> Iterator[str]:
+    """Yield a temporary path beside ``path`` to write to; on success it is renamed over ``path``.
+
+    The folder is created if needed. The temporary file gets ``mode`` (``mkstemp`` creates 0600) and
+    is removed if the block raises, so a failed write leaves neither a partial file nor a stray temp.
+    ``suffix`` matters to writers that pick the format from the name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    os.chmod(tmp, mode)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
