@@ -2,9 +2,8 @@
 
 Measured on the 2-thread AMD EPYC CI host (``tools/bench_kernels.py``; docs/BENCHMARKS.md, "kernel
 rates"): PyTorch sends float32 ``F.linear`` to MKL's sgemm, which reaches 151-195 GFLOP/s on the ViT-B
-shapes (its rate swings with the shape), while oneDNN's
-inner product holds 196-208 GFLOP/s, the host's practical peak, from 222 rows (a merged ClustViT
-sequence) to 1025 (a full one). bfloat16 already goes to oneDNN. Same parameters and state-dict keys
+shapes (its rate swings with the shape), while oneDNN's inner product holds 196-208 GFLOP/s, the
+host's practical peak, from 222 rows (a merged ClustViT sequence) to 1025 (a full one). bfloat16 already goes to oneDNN. Same parameters and state-dict keys
 as ``nn.Linear``; results differ from MKL only in summation order (about 1e-6 relative).
 """
 
