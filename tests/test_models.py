@@ -14,6 +14,7 @@ from dynseg.losses import pseudo_labels
 from dynseg.models import clustvit as cv
 from dynseg.models import vit as v
 from dynseg.models.build import ConfigError, build_segmentor
+from dynseg.models.linear import CAN_PREPACK
 from dynseg.models.merging import merge, plan_merge, regenerate, unmerge
 from dynseg.models.segmentor import sliding_windows
 from dynseg.weights import (
@@ -389,3 +390,38 @@ def test_linear_takes_onednn_only_for_float32_inference_and_matches_f_linear():
     assert not lin._use_onednn(x, layer.weight)  # grad enabled, weight requires grad: autograd path
     layer(x).sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not CAN_PREPACK, reason="this torch build cannot prepack oneDNN weights")
+def test_prepacked_linear_is_bitwise_the_unpacked_one_and_follows_weight_changes():
+    import copy
+
+    from dynseg.models import linear as lin
+
+    torch.manual_seed(0)
+    layer = lin.Linear(512, 256)
+    assert lin.prepack(torch.nn.Sequential(layer, torch.nn.ReLU(), lin.Linear(256, 8))) == 2 and layer.prepacked
+    x = torch.randn(2, 70, 512)  # above lin.MIN_MACS: oneDNN
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), lin.onednn_linear(x, layer.weight, layer.bias), rtol=0, atol=0)
+        assert layer in lin._PACKED
+        # New weights in place (same storage, version bumped): the packed copy must follow them.
+        layer.load_state_dict({"weight": torch.randn(256, 512), "bias": torch.randn(256)})
+        ref = lin.onednn_linear(x, layer.weight, layer.bias)
+        torch.testing.assert_close(layer(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
+                                   rtol=1e-5, atol=1e-4)
+        twin = copy.deepcopy(layer)  # the packed tensor lives outside the module: deepcopy and keys unaffected
+        torch.testing.assert_close(twin(x), ref, rtol=0, atol=0)
+    assert list(layer.state_dict()) == ["weight", "bias"]
+    layer(x).sum().backward()  # training keeps the autograd path
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+    # bf16 inference (weights cast once, autocast on): the same bits as autocast's own oneDNN call.
+    plain = copy.deepcopy(layer).to(torch.bfloat16)
+    plain.prepacked = False
+    layer.to(torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        assert lin._PACKED[layer][0][2] == torch.bfloat16  # repacked for the new dtype
+        torch.testing.assert_close(out, plain(x), rtol=0, atol=0)

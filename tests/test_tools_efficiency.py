@@ -120,6 +120,15 @@ def test_benchmark_default_linear_a_times_a_on_mkl_and_restores_the_switch(capsy
     assert res["flop_ratio"] == 1.0
 
 
+def test_benchmark_unpacked_a_leaves_only_b_prepacked() -> None:
+    from dynseg.models import linear
+
+    res = _tool("benchmark").main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1",
+                                   "--unpacked-a"])
+    assert res["prepacked"] == {"A": False, "B": linear.CAN_PREPACK}
+    assert res["agreement_pct"] == 100.0
+
+
 def test_batched_equals_batch_one() -> None:
     """ClustViT packs images of different kept lengths: a batch must give each image's batch-1 result."""
     seg, cfg = bench.load_model(DEMO_CLUST)

@@ -9,7 +9,9 @@ GFLOPs are per image (each image alone); img/s are medians over ``--repeats`` ti
 interleaved (the order flips every repeat so drift hits both alike), after one untimed warm-up pass each.
 ``--amp-b`` runs only B in bf16: with the same config twice it measures the bf16 gain and the agreement
 of the two models' predictions. ``--default-linear-a`` likewise measures the oneDNN float32 linears
-(``dynseg.models.linear``) against PyTorch's default MKL path.
+(``dynseg.models.linear``) against PyTorch's default MKL path, and ``--unpacked-a`` the prepacked
+oneDNN weights (``dynseg.models.linear.prepack``, used by every inference tool) against reordering
+the weights on every call.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--default-linear-a", action="store_true",
                    help="A's float32 linears on PyTorch's default kernel (MKL) instead of oneDNN: with the same "
                         "config twice, measures dynseg's kernel choice on this CPU")
+    p.add_argument("--unpacked-a", action="store_true",
+                   help="A's oneDNN linears reorder their weights on every call instead of using prepacked "
+                        "ones: with the same config twice, measures dynseg.models.linear.prepack")
     p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--work-dir", help="if given, benchmark.json is written there")
@@ -85,6 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
         if amp[k]:
             cast_for_amp_inference(segs[k], torch.bfloat16)
     onednn = {"A": fast_linear.ONEDNN_FP32 and not args.default_linear_a, "B": fast_linear.ONEDNN_FP32}
+    prepacked = {"A": onednn["A"] and not args.unpacked_a, "B": onednn["B"]}
+    for k in segs:
+        if prepacked[k]:
+            prepacked[k] = fast_linear.prepack(segs[k]) > 0
 
     def timed_pass(k: str) -> float:
         fast_linear.ONEDNN_FP32 = onednn[k]
@@ -122,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"names": names, "gflops": gflops, "fps": stats, "peak_mib": memory, "agreement_pct": agree,
               "flop_ratio": flop_ratio, "speedup": speedup, "efficiency": speedup / flop_ratio,
               "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
-              "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn}
+              "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn,
+              "prepacked": prepacked}
     if args.work_dir:
         bench.write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
     print(f"a_img_s={a_ips:.4f} b_img_s={b_ips:.4f} flop_ratio={flop_ratio:.4f} speedup={speedup:.4f} "
