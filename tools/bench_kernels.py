@@ -5,7 +5,7 @@
 
 Rows: the four linear shapes of a block (qkv, proj, fc1, fc2) through PyTorch's default float32 path
 (MKL sgemm), through oneDNN (what ``dynseg.models.linear.Linear`` uses for float32 CPU inference at
-these sizes) and in bfloat16; then fused attention (SDPA) in float32 and bfloat16, and the explicit
+these sizes) and in bfloat16, each oneDNN kernel also on a prepacked weight (what the inference tools use); then fused attention (SDPA) in float32 and bfloat16, and the explicit
 float32 form (q k^T, softmax, @ v: what the official implementation runs). 1025 tokens is a full 512² ViT
 sequence, 222 a typical merged ClustViT one. The numbers explain docs/BENCHMARKS.md: how fast the
 model can be here, and why bf16 tops out below 2x. Each cell is the median of ``--repeats`` calls.
@@ -52,12 +52,19 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def linear_kernels(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    """The ways to run ``x @ w.T + b``: MKL and oneDNN in float32 (where available), oneDNN in bfloat16."""
+    """The ways to run ``x @ w.T + b``: MKL and oneDNN in float32 (where available), oneDNN in bfloat16,
+    and oneDNN on prepacked weights (``dynseg.models.linear.prepack``) in both."""
     kernels: dict[str, Callable[[], torch.Tensor]] = {"float32 MKL (F.linear)": lambda: F.linear(x, w, b)}
     if fast.ONEDNN_FP32:
         kernels["float32 oneDNN"] = lambda: fast.onednn_linear(x, w, b)
+    if fast.CAN_PREPACK:
+        wp = torch.ops.mkldnn._reorder_linear_weight(w, fast.PACK_ROWS)
+        kernels["float32 oneDNN packed"] = lambda: fast.onednn_linear(x, wp, b)
     xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
     kernels["bfloat16 oneDNN"] = lambda: F.linear(xb, wb, bb)
+    if fast.CAN_PREPACK:
+        wbp = torch.ops.mkldnn._reorder_linear_weight(wb, fast.PACK_ROWS)
+        kernels["bfloat16 oneDNN packed"] = lambda: fast.onednn_linear(xb, wbp, bb)
     return kernels
 
 
