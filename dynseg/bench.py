@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dynseg.atomic import atomic_path, write_text_atomic
 from dynseg.config import load_config
 from dynseg.data import build_dataset
 from dynseg.data.synthetic import render_scene
@@ -282,9 +282,7 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
 def write_json_atomic(path: Path, obj: object) -> None:
     """Write JSON through a temporary file and ``os.replace`` (never a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def default_work_dir(config: str | Path) -> Path:
@@ -294,6 +292,5 @@ def default_work_dir(config: str | Path) -> Path:
 def save_figure_atomic(fig: object, path: Path) -> None:
     """Save a matplotlib figure through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=path.suffix) as tmp:  # matplotlib picks the format from the name
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")

@@ -18,10 +18,11 @@ import json
 import os
 import pprint
 import runpy
-import tempfile
 import types
 from pathlib import Path
 from typing import Any
+
+from dynseg.atomic import write_text_atomic
 
 Config = dict[str, Any]
 # (key, key, ...) -> the file (or "--cfg-options") that introduced that key.
@@ -138,15 +139,6 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None, val
     return cfg
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def config_to_text(cfg: Config) -> str:
     """Renders a resolved config as a Python config file (no `_base_`: everything inline)."""
     lines = ["# Resolved config written by dynseg: every value, no _base_.", ""]
@@ -159,5 +151,5 @@ def save_config(cfg: Config, work_dir: str | os.PathLike) -> None:
     """Writes ``config.py`` and ``config.json`` (the resolved config) into `work_dir`, atomically."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    _atomic_write(work / "config.py", config_to_text(cfg))
-    _atomic_write(work / "config.json", json.dumps(cfg, indent=2) + "\n")
+    write_text_atomic(work / "config.py", config_to_text(cfg), fsync=True)
+    write_text_atomic(work / "config.json", json.dumps(cfg, indent=2) + "\n", fsync=True)

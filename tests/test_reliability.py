@@ -504,7 +504,7 @@ def test_efficiency_tools_fail_in_one_line(tmp_path: Path):
 
 
 def test_atomic_path_replaces_whole_or_leaves_old_file(tmp_path: Path) -> None:
-    from dynseg.atomic import atomic_path
+    from dynseg.atomic import atomic_path, write_text_atomic
 
     target = tmp_path / "sub" / "out.bin"
     with atomic_path(target) as tmp:
@@ -515,3 +515,8 @@ def test_atomic_path_replaces_whole_or_leaves_old_file(tmp_path: Path) -> None:
         raise RuntimeError("writer failed")
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]  # no stray temp file
+    write_text_atomic(target, "text", fsync=True)
+    assert target.read_text() == "text"
+    with pytest.raises(TypeError):  # a writer that fails part-way leaves the old contents, no temp file
+        write_text_atomic(target, None)  # type: ignore[arg-type]
+    assert target.read_text() == "text" and sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]

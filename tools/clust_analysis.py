@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dynseg.analysis import analyse, cluster_panel, format_summary, load_inputs, summarize  # noqa: E402
 from dynseg.api import build_model, dataset_meta, resolve_config  # noqa: E402
+from dynseg.atomic import write_text_atomic  # noqa: E402
 from dynseg.visualize import save_png  # noqa: E402
 
 
@@ -51,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = summarize(views, seg.num_clusters)
     out = Path(args.out) / "summary.json"
-    tmp = out.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(summary, indent=1) + "\n")
     print(format_summary(summary))
     print(f"wrote {len(views)} panel(s) and {out}")
     return 0

@@ -11,7 +11,6 @@ counts (a sliding-window image contributes one row per window). Writes ``tokens.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.atomic import atomic_path  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     work = Path(args.work_dir) if args.work_dir else bench.default_work_dir(args.config)
     work.mkdir(parents=True, exist_ok=True)
-    tmp = work / ".tokens.tmp.npz"
-    np.savez(tmp, **{f"tokens_{n}": t for n, t in tokens.items()})
-    os.replace(tmp, work / "tokens.npz")
+    with atomic_path(work / "tokens.npz", suffix=".npz") as tmp:  # np.savez appends .npz to other names
+        np.savez(tmp, **{f"tokens_{n}": t for n, t in tokens.items()})
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, t in tokens.items():
         x = np.arange(1, t.shape[1] + 1)

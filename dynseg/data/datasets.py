@@ -7,12 +7,12 @@ run at construction; decoding, sizes and label ranges are checked when a sample 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from dynseg.atomic import write_text_atomic
 from dynseg.data.base import DatasetError, FilePairDataset, Pipeline, list_images, pair_masks
 from dynseg.data.palettes import (
     ADE20K_CLASSES,
@@ -51,15 +51,6 @@ class ADE20K(FilePairDataset):
         super().__init__(images, pair_masks(images, root / "annotations" / sub), pipeline, aug_seed)
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def suim_split(folder: Path, images: list[Path], split_seed: int, val_fraction: float) -> dict[str, list[str]]:
     """The seeded train/val split of ``train_val``, read from ``split_seed{seed}.json`` or made and saved.
 
@@ -87,7 +78,7 @@ def suim_split(folder: Path, images: list[Path], split_seed: int, val_fraction: 
     n_val = min(max(1, round(len(files) * val_fraction)), len(files) - 1)
     names = {"train": sorted(files[i] for i in order[n_val:]), "val": sorted(files[i] for i in order[:n_val])}
     try:
-        _write_json_atomic(path, {"seed": split_seed, "val_fraction": val_fraction, **names})
+        write_text_atomic(path, json.dumps({"seed": split_seed, "val_fraction": val_fraction, **names}, indent=1))
     except OSError as e:
         warnings.warn(f"{path}: could not save the SUIM split ({e}); using the same split from the seed",
                       stacklevel=2)

@@ -12,7 +12,6 @@ An image with no ``<image>`` entry gets an all-background mask.
 
 from __future__ import annotations
 
-import os
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from dynseg.atomic import atomic_path
 from dynseg.data.prep_suim import Report, save_png_atomic
 
 LABEL_IDS = {"rumex_obtusifolius": 1, "rumex_crispus": 2}
@@ -56,15 +56,6 @@ def render_mask(size: tuple[int, int], polygons: list[Polygon]) -> np.ndarray:
         if points:
             draw.polygon(points, fill=label_id, outline=label_id)  # PIL clips to the canvas
     return np.asarray(canvas)
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _split_file(root: Path, split: str, report: Report) -> Path | None:
@@ -103,7 +94,8 @@ def prepare_rumexweeds(root: str | Path, progress: bool = True) -> Report:
             (out_dir / "masks").mkdir(parents=True, exist_ok=True)
             mask = render_mask(size, polygons_by_name.get(image_path.name, []))
             save_png_atomic(mask, out_dir / "masks" / f"{image_path.stem}.png")
-            _copy_atomic(image_path, out_dir / "images" / image_path.name)
+            with atomic_path(out_dir / "images" / image_path.name) as tmp:
+                shutil.copyfile(image_path, tmp)
             report.converted += 1
         except (OSError, ValueError, SyntaxError, ET.ParseError) as e:
             report.errors.append(f"{image_path}: cannot prepare ({type(e).__name__}: {e})".replace("\n", " "))

@@ -9,13 +9,14 @@ with a warning. Every good file is converted; every bad one is reported on one l
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from dynseg.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 SPLIT_FOLDERS = ("train_val", "test", "TEST")
@@ -40,12 +41,8 @@ def decode_suim_rgb(rgb: np.ndarray) -> np.ndarray:
 
 def save_png_atomic(array: np.ndarray, path: Path) -> None:
     """Write a uint8 array as PNG via a temp file in the same folder + ``os.replace`` (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _find_mask(mask_dir: Path, stem: str) -> Path | None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from dynseg.atomic import atomic_path
 from dynseg.metrics import IoUAccumulator, SizeStratifiedRecall
 
 IGNORE_COLOUR = (255, 255, 255)  # ignore pixels in the ground-truth panel
@@ -73,9 +74,8 @@ def _panel(image: Tensor, mask: np.ndarray, pred: np.ndarray, palette: list[tupl
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dynseg.atomic import write_text_atomic
+
 
 def format_eta(seconds: float) -> str:
     """``3725.0`` -> ``'1:02:05'``; days are shown when needed (``'2 days, 3:00:00'``)."""
@@ -29,9 +31,7 @@ def truncate_jsonl(path: Path, last_iter: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short by a killed process
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 class RunLogger:

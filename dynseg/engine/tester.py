@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from dynseg.atomic import write_text_atomic
 from dynseg.config import Config
 from dynseg.engine.evaluate import evaluate
 
@@ -71,7 +72,5 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
               **{k: _jsonable(v) for k, v in metrics.items()}}
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    tmp = work / f".results.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, work / "results.json")
+    write_text_atomic(work / "results.json", json.dumps(result, indent=2) + "\n")
     return result

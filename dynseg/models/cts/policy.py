@@ -9,13 +9,13 @@ features, ``head.*``), so official and timm checkpoints load after ``convert_pol
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from dynseg.atomic import atomic_path
 from dynseg.models.cts.efficientnet_lite import EfficientNetLite0Features
 
 # Keys of a timm ImageNet classifier that ``features_only`` (and so the policy trunk) does not have.
@@ -105,14 +105,6 @@ def save_policy(model: PolicyNet, path: str | os.PathLike) -> None:
     """Write the weights as safetensors, atomically (temp file + os.replace)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata={"format": "dynseg-cts-policy-v1"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

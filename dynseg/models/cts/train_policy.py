@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dynseg.atomic import write_text_atomic
 from dynseg.models.cts.policy import PolicyNet, save_policy
 
 CELL = 32  # pixels per super-patch side: 2 x patch 16, and Lite0's output stride
@@ -269,7 +269,4 @@ def run(
 
 def write_json_atomic(path: Path, obj: object) -> None:
     """JSON through a temporary file and ``os.replace`` (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
