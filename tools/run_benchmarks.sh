@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
 # k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
-# against resolution, the bf16 gain of each model, and the kernel rates (tools/bench_kernels.py). Every
-# row is one `tools/benchmark.py` run (both models in one process, alternating).
+# against resolution, the bf16 and weight-prepacking gains of each model, and the kernel rates
+# (tools/bench_kernels.py). Every row is one `tools/benchmark.py` run (both models in one process,
+# alternating).
 #
 #   tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
 #   e.g. tools/run_benchmarks.sh cpu bench_out data/suim data/ade/ADEChallengeData2016 7 2
@@ -40,7 +41,12 @@ bench clustvit_b1_vs_b8 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip
   $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --batch-size 1 --batch-size-b 8
 [ "$QUICK" = 1 ] && exit 0
 for m in $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py; do
-  bench "bf16_gain_$(basename "$m" .py | cut -d_ -f2)" "$m" "$m" "${SUIM_ARGS[@]}" --amp-b   # B = A under bf16
+  name=$(basename "$m" .py | cut -d_ -f2)
+  bench "bf16_gain_$name" "$m" "$m" "${SUIM_ARGS[@]}" --amp-b   # B = A under bf16
+  if [ "$DEVICE" = cpu ]; then  # what prepacked oneDNN weights (dynseg.models.linear.prepack) save
+    bench "prepack_gain_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a
+    bench "prepack_gain_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a --amp
+  fi
 done
 bench seg_k3ip3_ade_b1_fp32 $V/segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py \
   config/clustvit/ade20k/segmenter_clustvit-b_mask_1xb8-160k_ade20k-512x512_k3_ip3.py --data-root "$ADE" --split val
