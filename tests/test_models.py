@@ -393,13 +393,16 @@ def test_linear_takes_onednn_only_for_float32_inference_and_matches_f_linear():
 
 
 @pytest.mark.skipif(not CAN_PREPACK, reason="this torch build cannot prepack oneDNN weights")
-def test_prepacked_linear_is_bitwise_the_unpacked_one_and_follows_weight_changes():
+def test_prepacked_linear_is_bitwise_the_unpacked_one_and_follows_weight_changes(monkeypatch: pytest.MonkeyPatch):
     import copy
 
     from dynseg.models import linear as lin
 
     torch.manual_seed(0)
     layer = lin.Linear(512, 256)
+    with monkeypatch.context() as env:
+        env.setenv("DYNSEG_NO_PREPACK", "1")  # the opt-out
+        assert lin.prepack(layer) == 0 and not layer.prepacked
     assert lin.prepack(torch.nn.Sequential(layer, torch.nn.ReLU(), lin.Linear(256, 8))) == 2 and layer.prepacked
     x = torch.randn(2, 70, 512)  # above lin.MIN_MACS: oneDNN
     with torch.no_grad():

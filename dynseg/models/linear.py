@@ -12,6 +12,7 @@ equal unpacked ones bitwise.
 
 from __future__ import annotations
 
+import os
 from weakref import WeakKeyDictionary
 
 import torch
@@ -114,12 +115,13 @@ def packed_weight(m: Linear) -> Tensor:
 def prepack(model: nn.Module) -> int:
     """Run every :class:`Linear` of ``model`` on a pre-reordered weight in CPU inference.
 
-    Measured on the 2-thread CI host (docs/BENCHMARKS.md): float32 ViT-b 5% and ClustViT-b 6% faster
-    per image, bf16 4-5%, identical logits. Costs one extra copy of the linear weights (about 340 MB
-    for ViT-B in float32), made on the first call that uses it; training, export and FLOP counting
-    never use it. Returns the number of layers marked (0 where oneDNN cannot prepack).
+    Measured on the 2-thread CI host (docs/BENCHMARKS.md): ViT-b 2% (float32) and 6% (bf16) faster per
+    image, ClustViT-b 5%, logits bitwise identical. Costs one more copy of the linear weights (float32
+    Segmenter ViT-b: +384 MiB resident), made on the first call that uses it; training, export and
+    FLOP counting never use it. ``DYNSEG_NO_PREPACK=1`` turns it off. Returns the number of layers
+    marked (0 where oneDNN cannot prepack, or when turned off).
     """
-    if not CAN_PREPACK:
+    if not CAN_PREPACK or os.environ.get("DYNSEG_NO_PREPACK"):
         return 0
     layers = [m for m in model.modules() if isinstance(m, Linear)]
     for m in layers:
