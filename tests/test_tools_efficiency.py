@@ -129,6 +129,23 @@ def test_benchmark_unpacked_a_leaves_only_b_prepacked() -> None:
     assert res["agreement_pct"] == 100.0
 
 
+@pytest.mark.parametrize("config", [DEMO_CLUST, DEMO_VIT])
+def test_profile_stages_splits_the_time_without_double_counting(tmp_path: Path, config: str) -> None:
+    tool = _tool("profile_stages")
+    res = tool.main([config, "none", "--split", "test", "--limit", "2", "--repeat-times", "1", "--oracle-clusters",
+                     "--work-dir", str(tmp_path)])
+    ms = res["ms_per_image"]
+    if config == DEMO_CLUST:  # demo ClustViT: 6 blocks, injection point 2
+        assert list(ms)[:4] == ["blocks 0-1 (full sequence)", "Cluster module", "blocks 2-5 (merged sequence)",
+                                "Regenerator"]
+    else:
+        assert list(ms)[0] == "blocks"
+    assert list(ms)[-4:] == ["decode head", "backbone, other", "outside the model", "total"]
+    # Every stage is timed once: nested or repeated hooks would push "backbone, other" below zero.
+    assert all(v > 0 for v in ms.values()) and sum(ms.values()) == pytest.approx(2 * ms["total"])
+    assert json.loads((tmp_path / "stages.json").read_text())["ms_per_image"] == ms
+
+
 def test_batched_equals_batch_one() -> None:
     """ClustViT packs images of different kept lengths: a batch must give each image's batch-1 result."""
     seg, cfg = bench.load_model(DEMO_CLUST)

@@ -1,0 +1,139 @@
+"""Where one inference spends its time, stage by stage: blocks before and after merging, the Cluster
+module, the Regenerator, the merge bookkeeping, the decode head.
+
+    python tools/profile_stages.py CONFIG CHECKPOINT [--oracle-clusters] [--amp] [--repeat-times N]
+                                   [--shape H W | --data-root ROOT --split S] [--threads T] [--work-dir DIR]
+
+Batch 1, wall clock, the same path and weights as get_fps (prepacked, malloc tuned). Forward hooks
+time each block, the Cluster module, the Regenerator, the backbone and the head; "backbone, other"
+is the backbone's time outside those modules: patch embedding and final norm for every ViT, plus
+the merge plan, the cluster means and the gathers of regeneration for ClustViT. Its excess over the
+ViT's is the bookkeeping cost of merging. "outside the model" is normalisation, the oracle
+pseudo-labels and the resize to the input size. Per-image means over ``--repeat-times`` passes after
+one warm-up pass; ``stages.json`` holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dynseg import bench  # noqa: E402
+from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
+from dynseg.models.linear import prepack  # noqa: E402
+from dynseg.runtime import tune_malloc  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("config")
+    p.add_argument("checkpoint", help="checkpoint path, or 'none' for random weights")
+    p.add_argument("--repeat-times", type=int, default=3, help="timed passes over the images (default 3)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--work-dir", help="where stages.json goes (default: work_dirs/<config name>)")
+    bench.add_input_args(p)
+    return p.parse_args(argv)
+
+
+def stage_modules(seg: nn.Module) -> dict[str, list[nn.Module]]:
+    """Stage name -> the modules whose forward time it sums, in forward order."""
+    bb = seg.backbone
+    ip = getattr(bb, "injection_point", None)
+    if ip is None or not hasattr(bb, "cluster"):
+        stages = {"blocks": list(bb.blocks)}
+    else:
+        stages = {
+            f"blocks 0-{ip - 1} (full sequence)": list(bb.blocks[:ip]),
+            "Cluster module": [bb.cluster],
+            f"blocks {ip}-{len(bb.blocks) - 1} (merged sequence)": list(bb.blocks[ip:]),
+            "Regenerator": [bb.regenerator],
+        }
+    return {**stages, "decode head": [seg.decode_head]}
+
+
+@contextmanager
+def timed_modules(groups: dict[str, list[nn.Module]], sync: Callable[[], None]) -> Iterator[dict[str, float]]:
+    """Accumulate the wall seconds spent in each group's forwards while the block runs."""
+    totals: dict[str, float] = defaultdict(float)
+    handles = []
+    for name, modules in groups.items():
+        for m in modules:
+            start: list[float] = []
+
+            def pre(_m: nn.Module, _args: tuple, start: list[float] = start) -> None:
+                sync()
+                start.append(time.perf_counter())
+
+            def post(_m: nn.Module, _args: tuple, _out: object, start: list[float] = start, name: str = name) -> None:
+                sync()
+                totals[name] += time.perf_counter() - start.pop()
+
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        yield totals
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def profile(seg: nn.Module, batches: list, oracle: bool, amp: bool, repeats: int) -> dict[str, float]:
+    """Mean ms per image of every stage, plus ``backbone, other``, ``outside the model`` and ``total``."""
+    device = bench.model_device(seg)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    groups = {**stage_modules(seg), "backbone": [seg.backbone]}
+    bench.run_pass(seg, batches, oracle, amp)  # warm-up (and the lazy weight prepacking)
+    with timed_modules(groups, sync) as totals:
+        total = sum(bench.run_pass(seg, batches, oracle, amp) for _ in range(repeats))
+    n = repeats * sum(int(images.shape[0]) for images, _ in batches)
+    ms = {k: 1e3 * v / n for k, v in totals.items()}
+    inside = sum(v for k, v in ms.items() if k not in ("backbone", "decode head"))
+    backbone = ms.pop("backbone")
+    ms["backbone, other"] = backbone - inside
+    ms["outside the model"] = 1e3 * total / n - backbone - ms["decode head"]
+    ms["total"] = 1e3 * total / n
+    return ms
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    tune_malloc()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
+    if args.amp:
+        cast_for_amp_inference(seg, torch.bfloat16)
+    prepack(seg)
+    samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
+    batches = bench.to_device(bench.make_batches(samples, 1), bench.model_device(seg))
+    with torch.no_grad():
+        ms = profile(seg, batches, args.oracle_clusters, args.amp, args.repeat_times)
+    print(f"{Path(args.config).stem}: {len(samples)} image(s), batch 1, {torch.get_num_threads()} threads, "
+          f"oracle clusters {args.oracle_clusters}, amp {args.amp}")
+    for name, v in ms.items():
+        print(f"  {name:<34} {v:>9.1f} ms {100 * v / ms['total']:>6.1f}%")
+    work = Path(args.work_dir) if args.work_dir else bench.default_work_dir(args.config)
+    result = {"config": str(args.config), "checkpoint": args.checkpoint, "num_images": len(samples),
+              "amp": args.amp, "oracle_clusters": args.oracle_clusters, "threads": torch.get_num_threads(),
+              "device": str(bench.model_device(seg)), "ms_per_image": ms}
+    bench.write_json_atomic(work / "stages.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    from dynseg.cli import run
+
+    run(main)
