@@ -96,8 +96,9 @@ def test_count_tokens_against_pseudo_labels(tmp_path: Path) -> None:
 
 def test_benchmark_line_and_batching(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     res = _tool("benchmark").main([DEMO_VIT, DEMO_CLUST, "--split", "test", "--limit", "3", "--oracle-clusters",
-                                   "--batch-size", "2", "--repeats", "1", "--work-dir", str(tmp_path)])
-    line = _last_line(capsys)
+                                   "--batch-size", "2", "--repeats", "3", "--work-dir", str(tmp_path)])
+    out = capsys.readouterr().out.strip().splitlines()
+    line = out[-1]
     m = re.fullmatch(r"a_img_s=(\S+) b_img_s=(\S+) flop_ratio=(\S+) speedup=(\S+) efficiency=(\S+)", line)
     assert m, line
     a, b, ratio, speedup, eff = map(float, m.groups())
@@ -106,6 +107,11 @@ def test_benchmark_line_and_batching(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert speedup == pytest.approx(b / a, rel=1e-3)
     assert eff == pytest.approx(speedup / ratio, rel=1e-3)
     assert res["fps"]["A"]["num_images"] == 3
+    # The paired estimate: the median of the three back-to-back A/B time ratios (same images on both sides).
+    ratios = sorted(ta / tb for ta, tb in zip(res["fps"]["A"]["runs_s"], res["fps"]["B"]["runs_s"], strict=True))
+    assert res["paired_speedup"] == pytest.approx(ratios[1], rel=1e-9)
+    assert res["paired_efficiency"] == pytest.approx(ratios[1] / res["flop_ratio"], rel=1e-9)
+    assert out[-2].startswith("paired speedup") and f"{ratios[1]:.4f}" in out[-2]
 
 
 def test_benchmark_default_linear_a_times_a_on_mkl_and_restores_the_switch(capsys: pytest.CaptureFixture) -> None:

@@ -7,6 +7,8 @@ A is the baseline (e.g. ViT), B the candidate (e.g. ClustViT). The last line is
 ``a_img_s=.. b_img_s=.. flop_ratio=<A GFLOPs / B GFLOPs> speedup=<B img/s / A img/s> efficiency=<speedup / flop_ratio>``.
 GFLOPs are per image (each image alone); img/s are medians over ``--repeats`` timed passes, A and B
 interleaved (the order flips every repeat so drift hits both alike), after one untimed warm-up pass each.
+The line before the last also gives the median of the per-repeat ratios (A and B timed back to back),
+which is steadier on a host whose speed drifts.
 ``--amp-b`` runs only B in bf16: with the same config twice it measures the bf16 gain and the agreement
 of the two models' predictions. ``--default-linear-a`` likewise measures the oneDNN float32 linears
 (``dynseg.models.linear``) against PyTorch's default MKL path, and ``--unpacked-a`` the prepacked
@@ -17,6 +19,7 @@ the weights on every call.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -128,8 +131,15 @@ def main(argv: list[str] | None = None) -> dict:
     a_ips, b_ips = stats["A"]["img_s_median"], stats["B"]["img_s_median"]
     flop_ratio = gflops["A"][0] / gflops["B"][0]
     speedup = b_ips / a_ips
+    # Each repeat times A and B back to back, so their ratio cancels the host's slow drift; the median
+    # of those ratios is steadier than the ratio of the two medians (which the last line reports).
+    paired = statistics.median((sa / stats["A"]["num_images"]) / (sb / stats["B"]["num_images"])
+                               for sa, sb in zip(seconds["A"], seconds["B"], strict=True))
+    print(f"paired speedup (median over repeats of A's time / B's time, per image): {paired:.4f}, "
+          f"efficiency {paired / flop_ratio:.4f}")
     result = {"names": names, "gflops": gflops, "fps": stats, "peak_mib": memory, "agreement_pct": agree,
               "flop_ratio": flop_ratio, "speedup": speedup, "efficiency": speedup / flop_ratio,
+              "paired_speedup": paired, "paired_efficiency": paired / flop_ratio,
               "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
               "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn,
               "prepacked": prepacked}
