@@ -44,7 +44,7 @@ class Predictor:
         self.scale, self.keep_ratio, self.amp = (tuple(scale) if scale else None), keep_ratio, amp
         if amp:  # inference only: matmul weights stored in the autocast dtype once
             cast_for_amp_inference(self.model, amp_dtype(self.device))
-        prepack(self.model)  # float32 CPU linears on pre-reordered weights (dynseg/models/linear.py)
+        prepack(self.model)  # CPU linears on pre-reordered weights (float32 and bf16) (dynseg/models/linear.py)
         self.classes = tuple(classes) or tuple(f"class{i}" for i in range(model.num_classes))
         self.palette = [tuple(c) for c in palette] or distinct_colours(model.num_classes)
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
     if args.amp:
         cast_for_amp_inference(seg, torch.bfloat16)  # weights cast once, not on every forward
-    prepack(seg)  # float32 CPU linears on pre-reordered weights (dynseg/models/linear.py)
+    prepack(seg)  # CPU linears on pre-reordered weights (float32 and bf16) (dynseg/models/linear.py)
     if args.compile:
         seg.compile(dynamic=True)
     samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)

@@ -60,7 +60,7 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
         from dynseg.models.amp import amp_dtype, cast_for_amp_inference
 
         cast_for_amp_inference(model, amp_dtype(device))
-    prepack(model)  # float32 CPU linears on pre-reordered weights (dynseg/models/linear.py)
+    prepack(model)  # CPU linears on pre-reordered weights (float32 and bf16) (dynseg/models/linear.py)
     dataset = build_dataset(cfg["data"], split)
     if dataset.num_classes != model.num_classes:
         raise ValueError(f"{checkpoint}: the model predicts {model.num_classes} classes but the "
