@@ -417,6 +417,11 @@ def test_prepacked_linear_is_bitwise_the_unpacked_one_and_follows_weight_changes
         twin = copy.deepcopy(layer)  # the packed tensor lives outside the module: deepcopy and keys unaffected
         torch.testing.assert_close(twin(x), ref, rtol=0, atol=0)
     assert list(layer.state_dict()) == ["weight", "bias"]
+    with torch.inference_mode():  # built there: no version counter, so the plain weight is used
+        frozen = lin.Linear(512, 256)
+        lin.prepack(frozen)
+        torch.testing.assert_close(frozen(x), lin.onednn_linear(x, frozen.weight, frozen.bias), rtol=0, atol=0)
+        assert frozen not in lin._PACKED
     layer(x).sum().backward()  # training keeps the autograd path
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
 

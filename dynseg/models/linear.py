@@ -84,12 +84,14 @@ class Linear(nn.Linear):
     prepacked: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.prepacked and _use_packed_bf16(x, self.weight, self.bias):
+        # Weights made under torch.inference_mode have no version counter to tell a stale copy by.
+        packed = self.prepacked and CAN_PREPACK and not self.weight.is_inference()
+        if packed and _use_packed_bf16(x, self.weight, self.bias):
             # What autocast does (x to bf16, oneDNN on the bf16 weight), minus the reorder: same bits.
             return onednn_linear(x.to(torch.bfloat16), packed_weight(self), self.bias)
         if not _use_onednn(x, self.weight):
             return F.linear(x, self.weight, self.bias)
-        return onednn_linear(x, packed_weight(self) if self.prepacked and CAN_PREPACK else self.weight, self.bias)
+        return onednn_linear(x, packed_weight(self) if packed else self.weight, self.bias)
 
 
 # Module -> ((weight version, data pointer, dtype), blocked weight). Kept outside the module so that
