@@ -414,8 +414,17 @@ def test_prepacked_linear_is_bitwise_the_unpacked_one_and_follows_weight_changes
         torch.testing.assert_close(layer(x), ref, rtol=0, atol=0)
         torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
                                    rtol=1e-5, atol=1e-4)
+        # Another tensor at the packed weight's address, with the same version and dtype, is still
+        # another weight (as when freed memory is reused): repacked.
+        buf = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
+        layer.weight = torch.nn.Parameter(torch.from_numpy(buf), requires_grad=False)
+        layer(x)
+        buf[:] = np.random.default_rng(1).standard_normal((256, 512))  # behind torch's back: no version bump
+        layer.weight = torch.nn.Parameter(torch.from_numpy(buf), requires_grad=False)
+        torch.testing.assert_close(layer(x), lin.onednn_linear(x, layer.weight, layer.bias), rtol=0, atol=0)
+        layer.weight = torch.nn.Parameter(torch.randn(256, 512))
         twin = copy.deepcopy(layer)  # the packed tensor lives outside the module: deepcopy and keys unaffected
-        torch.testing.assert_close(twin(x), ref, rtol=0, atol=0)
+        torch.testing.assert_close(twin(x), lin.onednn_linear(x, layer.weight, layer.bias), rtol=0, atol=0)
     assert list(layer.state_dict()) == ["weight", "bias"]
     with torch.inference_mode():  # built there: no version counter, so the plain weight is used
         frozen = lin.Linear(512, 256)
@@ -431,5 +440,5 @@ def test_prepacked_linear_is_bitwise_the_unpacked_one_and_follows_weight_changes
     layer.to(torch.bfloat16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)
-        assert lin._PACKED[layer][0][2] == torch.bfloat16  # repacked for the new dtype
+        assert lin._PACKED[layer][0][-1] == torch.bfloat16  # repacked for the new dtype
         torch.testing.assert_close(out, plain(x), rtol=0, atol=0)

@@ -13,6 +13,7 @@ equal unpacked ones bitwise.
 from __future__ import annotations
 
 import os
+import weakref
 from weakref import WeakKeyDictionary
 
 import torch
@@ -94,8 +95,9 @@ class Linear(nn.Linear):
         return onednn_linear(x, packed_weight(self) if packed else self.weight, self.bias)
 
 
-# Module -> ((weight version, data pointer, dtype), blocked weight). Kept outside the module so that
-# state_dict, deepcopy and pickling never see the opaque oneDNN tensor, and freed with the module.
+# Module -> ((weight, its version, data pointer, dtype), blocked weight), the weight held weakly.
+# Kept outside the module so that state_dict, deepcopy and pickling never see the opaque oneDNN
+# tensor, and freed with the module.
 _PACKED: WeakKeyDictionary[Linear, tuple[tuple, Tensor]] = WeakKeyDictionary()
 # The row count oneDNN picks the blocked layout for: about one 512² image's tokens. Results do not
 # depend on it from 7 rows up (bitwise, measured); 1-row products may differ in the last bit.
@@ -103,12 +105,13 @@ PACK_ROWS = 1024
 
 
 def packed_weight(m: Linear) -> Tensor:
-    """``m.weight`` reordered into oneDNN's blocked layout, packed again whenever the weight changed
-    (``load_state_dict``, an optimizer step, ``.to()`` bump its version or move its storage)."""
+    """``m.weight`` reordered into oneDNN's blocked layout, packed again whenever the weight changed:
+    in place (``load_state_dict``, an optimizer step bump its version), moved (``.to()``, ``.data =``)
+    or replaced by another tensor (even one that reuses the freed memory of the packed one)."""
     w = m.weight
-    key = (w._version, w.data_ptr(), w.dtype)
     hit = _PACKED.get(m)
-    if hit is None or hit[0] != key:
+    if hit is None or hit[0][0]() is not w or hit[0][1:] != (w._version, w.data_ptr(), w.dtype):
+        key = (weakref.ref(w), w._version, w.data_ptr(), w.dtype)
         hit = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), PACK_ROWS))
         _PACKED[m] = hit
     return hit[1]
@@ -122,6 +125,10 @@ def prepack(model: nn.Module) -> int:
     Segmenter ViT-b: +384 MiB resident), made on the first call that uses it; training, export and
     FLOP counting never use it. ``DYNSEG_NO_PREPACK=1`` turns it off. Returns the number of layers
     marked (0 where oneDNN cannot prepack, or when turned off).
+
+    Changes made behind autograd's version counter (through ``weight.data`` or a numpy view of the
+    same memory) are not seen: change weights with ``load_state_dict`` or under ``torch.no_grad()``,
+    or do not prepack a model whose weights change that way.
     """
     if not CAN_PREPACK or os.environ.get("DYNSEG_NO_PREPACK"):
         return 0
