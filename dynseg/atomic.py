@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -43,3 +44,8 @@ def write_text_atomic(path: str | os.PathLike, text: str, fsync: bool = False) -
     """``Path(path).write_text(text)``, through :func:`atomic_path`."""
     with atomic_path(path, fsync=fsync) as tmp:
         Path(tmp).write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: object, indent: int = 2, fsync: bool = False) -> None:
+    """``obj`` as indented JSON plus a final newline, through :func:`atomic_path`."""
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n", fsync=fsync)

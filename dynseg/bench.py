@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dynseg.atomic import atomic_path, write_text_atomic
+from dynseg.atomic import atomic_path, write_json_atomic  # noqa: F401  (the tools call bench.write_json_atomic)
 from dynseg.config import load_config
 from dynseg.data import build_dataset
 from dynseg.data.synthetic import render_scene
@@ -279,18 +278,11 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON through a temporary file and ``os.replace`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
 def default_work_dir(config: str | Path) -> Path:
     return Path("work_dirs") / Path(config).stem
 
 
 def save_figure_atomic(fig: object, path: Path) -> None:
     """Save a matplotlib figure through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=path.suffix) as tmp:  # matplotlib picks the format from the name
         fig.savefig(tmp, dpi=120, bbox_inches="tight")

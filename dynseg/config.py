@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import json
 import os
 import pprint
 import runpy
@@ -22,7 +21,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from dynseg.atomic import write_text_atomic
+from dynseg.atomic import write_json_atomic, write_text_atomic
 
 Config = dict[str, Any]
 # (key, key, ...) -> the file (or "--cfg-options") that introduced that key.
@@ -152,4 +151,4 @@ def save_config(cfg: Config, work_dir: str | os.PathLike) -> None:
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     write_text_atomic(work / "config.py", config_to_text(cfg), fsync=True)
-    write_text_atomic(work / "config.json", json.dumps(cfg, indent=2) + "\n", fsync=True)
+    write_json_atomic(work / "config.json", cfg, fsync=True)

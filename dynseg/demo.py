@@ -8,14 +8,13 @@ model's mIoU, the share of tokens ClustViT keeps after merging, and inference sp
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from dynseg.atomic import write_text_atomic
+from dynseg.atomic import write_json_atomic
 from dynseg.config import load_config
 from dynseg.engine.evaluate import evaluate
 from dynseg.engine.trainer import train
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + format_table(rows, num_classes))
     print(f"total {time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} threads")
     out = Path(args.work_dir) / "demo_results.json"
-    write_text_atomic(out, json.dumps(rows, indent=2) + "\n")
+    write_json_atomic(out, rows)
     return 0
 
 

@@ -10,7 +10,6 @@ left as they are) | pseudo-label target | prediction. CHECKPOINT ``none`` keeps 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dynseg.analysis import analyse, cluster_panel, format_summary, load_inputs, summarize  # noqa: E402
 from dynseg.api import build_model, dataset_meta, resolve_config  # noqa: E402
-from dynseg.atomic import write_text_atomic  # noqa: E402
+from dynseg.atomic import write_json_atomic  # noqa: E402
 from dynseg.visualize import save_png  # noqa: E402
 
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = summarize(views, seg.num_clusters)
     out = Path(args.out) / "summary.json"
-    write_text_atomic(out, json.dumps(summary, indent=1) + "\n")
+    write_json_atomic(out, summary, indent=1)
     print(format_summary(summary))
     print(f"wrote {len(views)} panel(s) and {out}")
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynseg.atomic import write_text_atomic
+from dynseg.atomic import write_json_atomic
 from dynseg.data.base import DatasetError, FilePairDataset, Pipeline, list_images, pair_masks
 from dynseg.data.palettes import (
     ADE20K_CLASSES,
@@ -78,7 +78,7 @@ def suim_split(folder: Path, images: list[Path], split_seed: int, val_fraction: 
     n_val = min(max(1, round(len(files) * val_fraction)), len(files) - 1)
     names = {"train": sorted(files[i] for i in order[n_val:]), "val": sorted(files[i] for i in order[:n_val])}
     try:
-        write_text_atomic(path, json.dumps({"seed": split_seed, "val_fraction": val_fraction, **names}, indent=1))
+        write_json_atomic(path, {"seed": split_seed, "val_fraction": val_fraction, **names}, indent=1)
     except OSError as e:
         warnings.warn(f"{path}: could not save the SUIM split ({e}); using the same split from the seed",
                       stacklevel=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import torch
 
-from dynseg.atomic import write_text_atomic
+from dynseg.atomic import write_json_atomic
 from dynseg.config import Config
 from dynseg.engine.evaluate import evaluate
 
@@ -72,5 +71,5 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
               **{k: _jsonable(v) for k, v in metrics.items()}}
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(work / "results.json", json.dumps(result, indent=2) + "\n")
+    write_json_atomic(work / "results.json", result)
     return result

@@ -9,7 +9,6 @@ ignore when it holds no labelled pixel. The loss is cross-entropy over super-pat
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import time
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dynseg.atomic import write_text_atomic
+from dynseg.atomic import write_json_atomic
 from dynseg.models.cts.policy import PolicyNet, save_policy
 
 CELL = 32  # pixels per super-patch side: 2 x patch 16, and Lite0's output stride
@@ -265,8 +264,3 @@ def run(
     write_json_atomic(work / "policy_metrics.json", result)
     print(f"wrote {work / 'policynet.safetensors'}")
     return result
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """JSON through a temporary file and ``os.replace`` (never a half-written file)."""
-    write_text_atomic(path, json.dumps(obj, indent=2))
