@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .models.amp import amp_dtype, cast_for_amp_inference
+from .models.amp import amp_dtype, prepare_for_inference
 from .models.build import build_segmentor
-from .models.linear import prepack
 from .models.segmentor import Segmentor
 from .visualize import distinct_colours
 
@@ -42,9 +41,7 @@ class Predictor:
     ) -> None:
         self.model = model.eval()
         self.scale, self.keep_ratio, self.amp = (tuple(scale) if scale else None), keep_ratio, amp
-        if amp:  # inference only: matmul weights stored in the autocast dtype once
-            cast_for_amp_inference(self.model, amp_dtype(self.device))
-        prepack(self.model)  # CPU linears on pre-reordered weights (float32 and bf16) (dynseg/models/linear.py)
+        prepare_for_inference(self.model, amp_dtype(self.device) if amp else None)
         self.classes = tuple(classes) or tuple(f"class{i}" for i in range(model.num_classes))
         self.palette = [tuple(c) for c in palette] or distinct_colours(model.num_classes)
 

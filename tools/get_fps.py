@@ -17,8 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
-from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
-from dynseg.models.linear import prepack  # noqa: E402
+from dynseg.models.amp import prepare_for_inference  # noqa: E402
 from dynseg.runtime import tune_malloc  # noqa: E402
 
 
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
-    if args.amp:
-        cast_for_amp_inference(seg, torch.bfloat16)  # weights cast once, not on every forward
-    prepack(seg)  # CPU linears on pre-reordered weights (float32 and bf16) (dynseg/models/linear.py)
+    prepare_for_inference(seg, torch.bfloat16 if args.amp else None)  # bf16: what bench.autocast runs
     if args.compile:
         seg.compile(dynamic=True)
     samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)

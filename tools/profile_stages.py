@@ -28,8 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
-from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
-from dynseg.models.linear import prepack  # noqa: E402
+from dynseg.models.amp import prepare_for_inference  # noqa: E402
 from dynseg.runtime import tune_malloc  # noqa: E402
 
 
@@ -114,9 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
-    if args.amp:
-        cast_for_amp_inference(seg, torch.bfloat16)
-    prepack(seg)
+    prepare_for_inference(seg, torch.bfloat16 if args.amp else None)  # as get_fps
     samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
     batches = bench.to_device(bench.make_batches(samples, 1), bench.model_device(seg))
     with torch.no_grad():

@@ -47,19 +47,15 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
         The metrics (see ``dynseg.engine.evaluate.evaluate``) plus ``classes`` and ``checkpoint``.
     """
     from dynseg.data import build_dataset
+    from dynseg.models.amp import amp_dtype, prepare_for_inference
     from dynseg.models.build import build_segmentor
-    from dynseg.models.linear import prepack
     from dynseg.weights import load_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_segmentor(cfg["model"])
     load_checkpoint(model, checkpoint)
     model.to(device).eval()
-    if amp:  # inference only: matmul weights stored in the autocast dtype once, not cast per forward
-        from dynseg.models.amp import amp_dtype, cast_for_amp_inference
-
-        cast_for_amp_inference(model, amp_dtype(device))
-    prepack(model)  # CPU linears on pre-reordered weights (float32 and bf16) (dynseg/models/linear.py)
+    prepare_for_inference(model, amp_dtype(device) if amp else None)
     dataset = build_dataset(cfg["data"], split)
     if dataset.num_classes != model.num_classes:
         raise ValueError(f"{checkpoint}: the model predicts {model.num_classes} classes but the "

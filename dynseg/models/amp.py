@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .linear import prepack
+
 
 def amp_dtype(device: torch.device | str) -> torch.dtype:
     """bfloat16 on CPU (avx512_bf16 / AMX kernels), float16 on CUDA."""
@@ -22,4 +24,13 @@ def cast_for_amp_inference(model: nn.Module, dtype: torch.dtype = torch.bfloat16
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             m.to(dtype)
+    return model
+
+
+def prepare_for_inference(model: nn.Module, amp_dtype: torch.dtype | None = None) -> nn.Module:
+    """The inference-only weight layout every inference entry point uses: matmul weights cast once to
+    ``amp_dtype`` (when given) and CPU linears prepacked (``models.linear.prepack``). In place."""
+    if amp_dtype is not None:
+        cast_for_amp_inference(model, amp_dtype)
+    prepack(model)
     return model

@@ -56,10 +56,10 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
 
 
 def _use_packed_bf16(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    """bf16 autocast inference on weights already cast to bf16 (``models.amp.cast_for_amp_inference``)."""
+    """bf16 autocast inference on weights already cast to bf16 (``models.amp.cast_for_amp_inference``).
+    Asked only of prepacked layers, so oneDNN is there."""
     return (
-        CAN_PREPACK
-        and weight.dtype == torch.bfloat16
+        weight.dtype == torch.bfloat16
         and (bias is None or bias.dtype == torch.bfloat16)
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
