@@ -192,7 +192,7 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["--tokens", "9", "17", "--dim", "32", "--heads", "4", "--repeats", "1", "--work-dir", str(tmp_path)]
     )
     kernels_per_linear = 2 + ONEDNN_FP32 + 2 * CAN_PREPACK  # MKL, bf16, oneDNN and both packed (where built)
-    assert len(rows) == 2 * (4 * kernels_per_linear + 3)
+    assert len(rows) == 2 * (4 * kernels_per_linear + 4)  # + SDPA float32 and bf16, bf16 per head, explicit
     assert [r["tokens"] for r in rows].count(17) == len(rows) // 2
     fc1 = next(r for r in rows if r["op"] == "linear fc1" and r["tokens"] == 9)
     assert fc1["gflop_s"] == pytest.approx(2 * 9 * 32 * 128 / fc1["ms"] / 1e6)
@@ -204,3 +204,13 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "attention" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--dim 30 is not divisible by --heads 4"):
         _tool("bench_kernels").main(["--dim", "30", "--heads", "4"])
+
+
+def test_benchmark_fused_attention_a_switches_only_a_and_restores_the_switch() -> None:
+    from dynseg.models import attention
+
+    res = _tool("benchmark").main([DEMO_VIT, DEMO_VIT, "--shape", "256", "256", "--repeats", "1", "--amp",
+                                   "--fused-attention-a"])
+    assert res["per_head_bf16_attention"] == {"A": False, "B": True} and attention.PER_HEAD_BF16
+    # 257 tokens: B's attention rounds its logits to bf16, A's does not, so some logits differ.
+    assert 90.0 < res["agreement_pct"] < 100.0

@@ -13,7 +13,8 @@ which is steadier on a host whose speed drifts.
 of the two models' predictions. ``--default-linear-a`` likewise measures the oneDNN float32 linears
 (``dynseg.models.linear``) against PyTorch's default MKL path, and ``--unpacked-a`` the prepacked
 oneDNN weights (``dynseg.models.linear.prepack``, used by every inference tool) against reordering
-the weights on every call.
+the weights on every call, and ``--fused-attention-a`` (with ``--amp``) the head-by-head bfloat16
+attention (``dynseg.models.attention``) against PyTorch's fused kernel.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.models import attention as fast_attention  # noqa: E402
 from dynseg.models import linear as fast_linear  # noqa: E402
 from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
 from dynseg.runtime import tune_malloc  # noqa: E402
@@ -49,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unpacked-a", action="store_true",
                    help="A's oneDNN linears reorder their weights on every call instead of using prepacked "
                         "ones: with the same config twice, measures dynseg.models.linear.prepack")
+    p.add_argument("--fused-attention-a", action="store_true",
+                   help="A's bf16 attention on PyTorch's fused kernel instead of head by head: with the same "
+                        "config twice and --amp, measures dynseg.models.attention")
     p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--work-dir", help="if given, benchmark.json is written there")
@@ -57,16 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def agreement(seg_a: torch.nn.Module, seg_b: torch.nn.Module, batches: list, oracle: bool,
-              amp_a: bool, amp_b: bool) -> float:
-    """Share of pixels (in %) where A and B predict the same label."""
+def agreement(predict: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor], batches: list) -> float:
+    """Share of pixels (in %) where A and B predict the same label; ``predict(k, images, masks)`` gives
+    model k's logits."""
     same = total = 0
-    device = bench.model_device(seg_a)
-    for images, masks in bench.to_device(batches, device):
-        with bench.autocast(device, amp_a):
-            pa = bench.infer(seg_a, images, masks, oracle).argmax(1)
-        with bench.autocast(device, amp_b):
-            pb = bench.infer(seg_b, images, masks, oracle).argmax(1)
+    for images, masks in batches:
+        pa, pb = predict("A", images, masks).argmax(1), predict("B", images, masks).argmax(1)
         same += int((pa == pb).sum())
         total += pa.numel()
     return 100.0 * same / total
@@ -97,10 +99,19 @@ def main(argv: list[str] | None = None) -> dict:
     for k in segs:
         if prepacked[k]:
             prepacked[k] = fast_linear.prepack(segs[k]) > 0
+    per_head = {"A": fast_attention.PER_HEAD_BF16 and not args.fused_attention_a, "B": fast_attention.PER_HEAD_BF16}
+
+    def use(k: str) -> None:  # the process-wide kernel switches, as model k wants them
+        fast_linear.ONEDNN_FP32, fast_attention.PER_HEAD_BF16 = onednn[k], per_head[k]
 
     def timed_pass(k: str) -> float:
-        fast_linear.ONEDNN_FP32 = onednn[k]
+        use(k)
         return bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k])
+
+    def predict(k: str, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        use(k)
+        with bench.autocast(bench.model_device(segs[k]), amp[k]):
+            return bench.infer(segs[k], images, masks, args.oracle_clusters)
 
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     memory = {}
@@ -114,10 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
             with bench.peak_memory(bench.model_device(segs[k])) as mem:
                 timed_pass(k)
             memory[k] = mem["peak_mib"]
+        agree = agreement(predict, batches)
     finally:
-        fast_linear.ONEDNN_FP32 = onednn["B"]
+        use("B")  # B's switches are the process defaults
     stats = {k: bench.summarise_runs(seconds[k], n) for k in segs}
-    agree = agreement(seg_a, seg_b, batches, args.oracle_clusters, amp["A"], amp["B"])
 
     names = {"A": Path(args.config_a).stem, "B": Path(args.config_b).stem}
     print(f"{n} images, batch A {args.batch_size} B {batch_b}, {torch.get_num_threads()} threads, device {args.device}, "
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
               "paired_speedup": paired, "paired_efficiency": paired / flop_ratio,
               "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
               "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn,
-              "prepacked": prepacked}
+              "prepacked": prepacked, "per_head_bf16_attention": per_head}
     if args.work_dir:
         bench.write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
     print(f"a_img_s={a_ips:.4f} b_img_s={b_ips:.4f} flop_ratio={flop_ratio:.4f} speedup={speedup:.4f} "

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import attention
 from .linear import Linear
 
 
@@ -72,7 +73,7 @@ class Attention(nn.Module):
             # Dense path (also packed sequences of equal length, which reshape to a batch for free).
             n = B if seqlens is None else len(seqlens)
             q, k, v = qkv.reshape(n, -1, 3, h, C // h).permute(2, 0, 3, 1, 4)  # 3 x (n, h, l, hd)
-            out = F.scaled_dot_product_attention(q, k, v)  # (n, h, l, hd)
+            out = attention(q, k, v)  # (n, h, l, hd)
             out = out.transpose(1, 2).reshape(B, L, C)
         else:
             # Variable lengths: the linear layers run on all tokens at once (no padding waste);
@@ -80,7 +81,7 @@ class Attention(nn.Module):
             outs = []
             for part in qkv[0].split(list(seqlens)):  # (l, 3C)
                 q, k, v = part.reshape(1, -1, 3, h, C // h).permute(2, 0, 3, 1, 4)  # 3 x (1, h, l, hd)
-                outs.append(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, C))
+                outs.append(attention(q, k, v).transpose(1, 2).reshape(-1, C))
             out = torch.cat(outs)[None]  # (1, T, C)
         return self.proj(out)
 
