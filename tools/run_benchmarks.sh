@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
 # k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
-# against resolution, the bf16 and weight-prepacking gains of each model, and the kernel rates
+# against resolution, the bf16, weight-prepacking and bf16-attention gains of each model, and the kernel rates
 # (tools/bench_kernels.py). Every row is one `tools/benchmark.py` run (both models in one process,
 # alternating).
 #
@@ -46,6 +46,8 @@ for m in $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py $S/segmenter_clustvit-
   if [ "$DEVICE" = cpu ]; then  # what prepacked oneDNN weights (dynseg.models.linear.prepack) save
     bench "prepack_gain_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a
     bench "prepack_gain_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a --amp
+    # what head-by-head bf16 attention (dynseg.models.attention) saves over PyTorch's fused kernel
+    bench "per_head_gain_${name}" "$m" "$m" "${SUIM_ARGS[@]}" --fused-attention-a --amp
   fi
 done
 bench seg_k3ip3_ade_b1_fp32 $V/segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py \
