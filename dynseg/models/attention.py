@@ -1,16 +1,17 @@
 """Scaled dot-product attention, with a faster bfloat16 CPU inference path.
 
-PyTorch's fused CPU kernel reaches 130-140 GFLOP/s in bfloat16 on this project's CPU host, below its
-own float32 rate, while a oneDNN bfloat16 matmul reaches 400+. So bfloat16 inference on the CPU runs
-attention head by head as two oneDNN matmuls around a softmax whose (l, l) logits fit in the cache:
-1.5-1.7x faster than the fused kernel for 256 <= l <= 2048 (``tools/bench_kernels.py``, docs/BENCHMARKS.md).
-Shorter sequences (ClustViT's merged ones) and longer ones (where an (l, l) map no longer fits in the
-last-level cache) keep the fused kernel, and so do float32, autograd, GPUs and compiled or exported
-graphs.
+PyTorch's fused CPU kernel runs no faster in bfloat16 than in float32 (123-148 GFLOP/s at 1025 tokens
+on this project's 2-thread CI host), while a oneDNN bfloat16 matmul runs at 400+. So bfloat16
+inference on the CPU computes attention head by head, as two oneDNN matmuls around a softmax whose
+(l, l) map fits in the cache: 1.2x the fused kernel at 257 tokens, 1.5-1.7x from 385 to 2049
+(``tools/bench_kernels.py``; docs/BENCHMARKS.md). Shorter sequences (ClustViT's merged ones) and
+longer ones (whose map no longer fits in the last-level cache: 0.9x at 4097) keep the fused kernel, and
+so do float32, autograd, GPUs and compiled or exported graphs.
 
-The price is that the logits are rounded to bfloat16 before the softmax, as in explicit attention
-under autocast (the official implementation's): about twice the fused kernel's deviation from a
-float64 reference. ``DYNSEG_FUSED_ATTENTION=1`` keeps the fused kernel everywhere.
+The price: the logits are rounded to bfloat16 before the softmax, as in explicit attention under
+autocast (the official implementation's form). That doubles the attention output's deviation from a
+float64 reference; through a trained model the predictions agree with float32 as often as the fused
+kernel's do (docs/BENCHMARKS.md, "Numerics"). ``DYNSEG_FUSED_ATTENTION=1`` keeps the fused kernel.
 """
 
 from __future__ import annotations
