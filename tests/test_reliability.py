@@ -168,7 +168,7 @@ def test_bf16_autocast_agrees_with_fp32_on_demo_model(tmp_path: Path) -> None:
     print(f"\nbf16 vs fp32: pixels {agree:.4%}, cluster ids {ids_agree:.4%}, accuracy {acc32:.4f} vs {acc16:.4f}, "
           f"max logit gap {gap:.3f}")
     assert acc32 > 0.6  # trained-ish: far above the 1/6 of chance, so the arg-max margins are real
-    assert agree >= 0.99  # measured 99.73%
+    assert agree >= 0.99  # measured 99.79% (99.73% with DYNSEG_FUSED_ATTENTION=1)
     assert ids_agree >= 0.99  # the merge decisions too (measured 100%)
     assert abs(acc32 - acc16) < 0.005
 
