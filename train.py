@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dynseg.config import ConfigError, load_config
+from dynseg.engine import distributed
 from dynseg.engine.trainer import NonFiniteLossError, PretrainedUnavailableError, train
 
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except (PretrainedUnavailableError, ValueError) as e:  # config/data problems found while building
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.teardown()  # under torchrun: exiting with the gloo group alive can abort the process
     return 0
 
 
