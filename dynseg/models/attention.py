@@ -3,9 +3,9 @@
 PyTorch's fused CPU kernel runs no faster in bfloat16 than in float32 (123-148 GFLOP/s at 1025 tokens
 on this project's 2-thread CI host), while a oneDNN bfloat16 matmul runs at 400+. So bfloat16
 inference on the CPU computes attention head by head, as two oneDNN matmuls around a softmax whose
-(l, l) map fits in the cache: 1.2x the fused kernel at 257 tokens, 1.5-1.7x from 385 to 2049
-(``tools/bench_kernels.py``; docs/BENCHMARKS.md). Shorter sequences (ClustViT's merged ones) and
-longer ones (whose map no longer fits in the last-level cache: 0.9x at 4097) keep the fused kernel, and
+(l, l) map fits in the last-level cache: 1.2x the fused kernel at 257 tokens, 1.5-1.7x from 385 to
+2049 (``tools/bench_kernels.py``; docs/BENCHMARKS.md). Shorter sequences (ClustViT's merged ones) and
+longer ones (whose map no longer fits in that cache: 0.8-0.9x at 4097) keep the fused kernel, and
 so do float32, autograd, GPUs and compiled or exported graphs.
 
 The price: the logits are rounded to bfloat16 before the softmax, as in explicit attention under
@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 # Sequence lengths (inclusive) where head-by-head bfloat16 attention beats the fused CPU kernel
-# (measured: 0.7x at 129 tokens, 1.2x at 257, 1.5-1.7x from 385 to 2049, 0.9x at 4097).
+# (two sweeps: 0.7x at 129 tokens, 1.2x at 257, 1.5-1.7x from 385 to 2049, 0.8-0.9x at 4097).
 PER_HEAD_MIN_LEN, PER_HEAD_MAX_LEN = 256, 2048
 # Module-level switch (False: the fused kernel everywhere), so one process can time both paths.
 PER_HEAD_BF16 = os.environ.get("DYNSEG_FUSED_ATTENTION") != "1"
