@@ -1,7 +1,7 @@
 """What the efficiency tools share: model loading, benchmark inputs, timing, peak memory, token counts.
 
-The tools (``tools/get_flops.py``, ``get_fps.py``, ``count_tokens.py``, ``benchmark.py``) only parse
-arguments and print; everything measurable lives here so tests can call it.
+The tools (``tools/get_flops.py``, ``get_fps.py``, ``profile_stages.py``, ``count_tokens.py``,
+``benchmark.py``) only parse arguments and print; everything measurable lives here so tests can call it.
 
 Oracle clusters (``oracle=True``): ClustViT takes its cluster assignment from the ground-truth masks'
 pseudo-labels instead of its Cluster module. It is an upper-bound analysis mode: it shows the reduction
@@ -25,12 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dynseg.atomic import atomic_path, write_json_atomic  # noqa: F401  (the tools call bench.write_json_atomic)
+from dynseg.atomic import atomic_path
 from dynseg.config import load_config
 from dynseg.data import build_dataset
 from dynseg.data.synthetic import render_scene
 from dynseg.flops import count_flops
+from dynseg.models.amp import prepare_for_inference
 from dynseg.models.build import build_segmentor
+from dynseg.runtime import tune_malloc
 from dynseg.weights import load_checkpoint
 
 
@@ -276,6 +278,29 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
                         help="ClustViT clusters from the masks' pseudo-labels (upper-bound analysis mode)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+
+
+def add_timing_args(parser: argparse.ArgumentParser, output: str) -> None:
+    """CONFIG, CHECKPOINT, ``--amp``, ``--threads``, ``--work-dir`` (where ``output`` goes) and the input
+    flags: what the one-model timing tools (get_fps, profile_stages) share."""
+    parser.add_argument("config")
+    parser.add_argument("checkpoint", help="checkpoint path, or 'none' for random weights")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--work-dir", help=f"where {output} goes (default: work_dirs/<config name>)")
+    add_input_args(parser)
+
+
+def load_for_timing(args: argparse.Namespace) -> tuple[nn.Module, dict, list[Sample]]:
+    """The model, resolved config and inputs of a one-model timing tool (:func:`add_timing_args`), set up
+    as every inference entry point runs: glibc malloc tuned, ``--threads`` applied, linears prepacked and,
+    for ``--amp``, matmul weights cast to bf16 once."""
+    tune_malloc()  # fewer page faults: docs/BENCHMARKS.md
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options, args.device)
+    prepare_for_inference(seg, torch.bfloat16 if args.amp else None)  # bf16: what autocast() runs
+    return seg, cfg, inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
 
 
 def default_work_dir(config: str | Path) -> Path:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg import bench  # noqa: E402
+from dynseg.atomic import write_json_atomic  # noqa: E402
 from dynseg.cli import run  # noqa: E402
 from dynseg.models import linear as fast  # noqa: E402
 from dynseg.models.attention import per_head_attention  # noqa: E402
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in rows:
         print(f"{r['op']:<14} {r['tokens']:>6}  {r['kernel']:<24} {r['ms']:>8.2f} {r['gflop_s']:>8.0f}")
     if args.work_dir:
-        bench.write_json_atomic(Path(args.work_dir) / "kernels.json", rows)
+        write_json_atomic(Path(args.work_dir) / "kernels.json", rows)
     return rows
 
 

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.atomic import write_json_atomic  # noqa: E402
 from dynseg.models import attention as fast_attention  # noqa: E402
 from dynseg.models import linear as fast_linear  # noqa: E402
 from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
               "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn,
               "prepacked": prepacked, "per_head_bf16_attention": per_head}
     if args.work_dir:
-        bench.write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
+        write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
     print(f"a_img_s={a_ips:.4f} b_img_s={b_ips:.4f} flop_ratio={flop_ratio:.4f} speedup={speedup:.4f} "
           f"efficiency={speedup / flop_ratio:.4f}")
     return result

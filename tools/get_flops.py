@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.atomic import write_json_atomic  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_images": len(gflops), "gflops_mean": mean, "gflops_std": std,
         "per_image": {s.name: g for s, g in zip(samples, gflops, strict=True)},
     }
-    bench.write_json_atomic(work / "gflops.json", result)
+    write_json_atomic(work / "gflops.json", result)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.hist(gflops, bins=min(30, max(5, len(gflops))))
     ax.set(xlabel="GFLOPs per image", ylabel="images", title=f"{Path(args.config).stem}\n{mean:.2f} ± {std:.2f}")

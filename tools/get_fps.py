@@ -17,35 +17,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
-from dynseg.models.amp import prepare_for_inference  # noqa: E402
-from dynseg.runtime import tune_malloc  # noqa: E402
+from dynseg.atomic import write_json_atomic  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("checkpoint", help="checkpoint path, or 'none' for random weights")
+    bench.add_timing_args(p, "fps.json")
     p.add_argument("--repeat-times", type=int, default=7, help="timed passes (default 7)")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes first (default 1)")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the segmentor (dynamic shapes)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--work-dir", help="where fps.json goes (default: work_dirs/<config name>)")
-    bench.add_input_args(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    tune_malloc()  # fewer page faults: docs/BENCHMARKS.md
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
-    prepare_for_inference(seg, torch.bfloat16 if args.amp else None)  # bf16: what bench.autocast runs
+    seg, _, samples = bench.load_for_timing(args)
     if args.compile:
         seg.compile(dynamic=True)
-    samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
     batches = bench.make_batches(samples, args.batch_size)
     stats = bench.measure_fps(seg, batches, args.repeat_times, args.warmup, args.oracle_clusters, args.amp)
     result = {
@@ -54,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(), "device": str(bench.model_device(seg)), **stats,
     }
     work = Path(args.work_dir) if args.work_dir else bench.default_work_dir(args.config)
-    bench.write_json_atomic(work / "fps.json", result)
+    write_json_atomic(work / "fps.json", result)
     print(f"runs (s): {', '.join(f'{s:.3f}' for s in stats['runs_s'])} over {stats['num_images']} images")
     print(f"latency: {stats['ms_per_img_median']:.1f} ms/img (median)")
     print(f"wrote {work / 'fps.json'}")

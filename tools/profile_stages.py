@@ -28,19 +28,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
-from dynseg.models.amp import prepare_for_inference  # noqa: E402
-from dynseg.runtime import tune_malloc  # noqa: E402
+from dynseg.atomic import write_json_atomic  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("checkpoint", help="checkpoint path, or 'none' for random weights")
+    bench.add_timing_args(p, "stages.json")
     p.add_argument("--repeat-times", type=int, default=3, help="timed passes over the images (default 3)")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--work-dir", help="where stages.json goes (default: work_dirs/<config name>)")
-    bench.add_input_args(p)
     return p.parse_args(argv)
 
 
@@ -109,12 +103,7 @@ def profile(seg: nn.Module, batches: list, oracle: bool, amp: bool, repeats: int
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    tune_malloc()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
-    prepare_for_inference(seg, torch.bfloat16 if args.amp else None)  # as get_fps
-    samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
+    seg, _, samples = bench.load_for_timing(args)  # the same path as get_fps
     batches = bench.to_device(bench.make_batches(samples, 1), bench.model_device(seg))
     with torch.no_grad():
         ms = profile(seg, batches, args.oracle_clusters, args.amp, args.repeat_times)
@@ -126,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"config": str(args.config), "checkpoint": args.checkpoint, "num_images": len(samples),
               "amp": args.amp, "oracle_clusters": args.oracle_clusters, "threads": torch.get_num_threads(),
               "device": str(bench.model_device(seg)), "ms_per_image": ms}
-    bench.write_json_atomic(work / "stages.json", result)
+    write_json_atomic(work / "stages.json", result)
     return result
 
 
