@@ -61,12 +61,12 @@ def linear_kernels(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> dict[st
     if fast.ONEDNN_FP32:
         kernels["float32 oneDNN"] = lambda: fast.onednn_linear(x, w, b)
     if fast.CAN_PREPACK:
-        wp = torch.ops.mkldnn._reorder_linear_weight(w, fast.PACK_ROWS)
+        wp = fast.reorder_weight(w)
         kernels["float32 oneDNN packed"] = lambda: fast.onednn_linear(x, wp, b)
     xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
     kernels["bfloat16 oneDNN"] = lambda: F.linear(xb, wb, bb)
     if fast.CAN_PREPACK:
-        wbp = torch.ops.mkldnn._reorder_linear_weight(wb, fast.PACK_ROWS)
+        wbp = fast.reorder_weight(wb)
         kernels["bfloat16 oneDNN packed"] = lambda: fast.onednn_linear(xb, wbp, bb)
     return kernels
 

@@ -72,13 +72,9 @@ def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tens
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``F.linear`` with the oneDNN fast path where it is faster and safe. x: (..., in) -> (..., out)."""
-    return onednn_linear(x, weight, bias) if _use_onednn(x, weight) else F.linear(x, weight, bias)
-
-
 class Linear(nn.Linear):
-    """Drop-in ``nn.Linear`` (same parameters and keys) using :func:`linear`.
+    """Drop-in ``nn.Linear`` (same parameters and keys): ``F.linear``, except float32 CPU inference,
+    which runs on oneDNN where that is faster and safe (:func:`_use_onednn`).
 
     After :func:`prepack` it runs float32 and bf16-autocast CPU inference on a pre-reordered weight.
     """
@@ -105,6 +101,11 @@ _PACKED: WeakKeyDictionary[Linear, tuple[tuple, Tensor]] = WeakKeyDictionary()
 PACK_ROWS = 1024
 
 
+def reorder_weight(w: Tensor) -> Tensor:
+    """(out, in) weight -> oneDNN's blocked layout for :func:`onednn_linear` (an opaque tensor)."""
+    return torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS)
+
+
 def packed_weight(m: Linear) -> Tensor:
     """``m.weight`` reordered into oneDNN's blocked layout, packed again whenever the weight changed:
     in place (``load_state_dict``, an optimizer step bump its version), moved (``.to()``, ``.data =``)
@@ -113,7 +114,7 @@ def packed_weight(m: Linear) -> Tensor:
     hit = _PACKED.get(m)
     if hit is None or hit[0][0]() is not w or hit[0][1:] != (w._version, w.data_ptr(), w.dtype):
         key = (weakref.ref(w), w._version, w.data_ptr(), w.dtype)
-        hit = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), PACK_ROWS))
+        hit = (key, reorder_weight(w.detach()))
         _PACKED[m] = hit
     return hit[1]
 
