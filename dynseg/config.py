@@ -148,7 +148,6 @@ def config_to_text(cfg: Config) -> str:
 
 def save_config(cfg: Config, work_dir: str | os.PathLike) -> None:
     """Writes ``config.py`` and ``config.json`` (the resolved config) into `work_dir`, atomically."""
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir)  # the atomic writes create it if needed
     write_text_atomic(work / "config.py", config_to_text(cfg), fsync=True)
     write_json_atomic(work / "config.json", cfg, fsync=True)

@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  total: {total.mean():.1f} ± {total.std():.1f} tokens")
 
     work = Path(args.work_dir) if args.work_dir else bench.default_work_dir(args.config)
-    work.mkdir(parents=True, exist_ok=True)
     with atomic_path(work / "tokens.npz", suffix=".npz") as tmp:  # np.savez appends .npz to other names
         np.savez(tmp, **{f"tokens_{n}": t for n, t in tokens.items()})
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -65,7 +65,5 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     print(format_results(metrics, classes), flush=True)
     result = {"checkpoint": str(checkpoint), "split": split, "classes": classes,
               **{k: _jsonable(v) for k, v in metrics.items()}}
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(work / "results.json", result)
+    write_json_atomic(Path(work_dir) / "results.json", result)  # creates work_dir if needed
     return result
