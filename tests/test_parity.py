@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from dynseg.losses import clust_loss, patch_values, pseudo_labels
+from dynseg.models import official_form
 from dynseg.models.build import build_backbone
 from dynseg.models.official import backbone_cfg, segmentor_from_official
 from dynseg.models.segmentor import Segmentor
@@ -162,8 +163,12 @@ def check_loss(d: dict) -> None:
     close(ce, ref["ce_per_token_unweighted"], "ce_per_token_unweighted", LOSS)
 
 
+@pytest.mark.parametrize("form", ["ours", "official"])
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
-def test_fixture(path: Path):
+def test_fixture(path: Path, form: str, monkeypatch: pytest.MonkeyPatch):
+    """Every fixture, on our kernels and on the official code's (``official_form``: the baseline that
+    ``benchmark.py --official-form-a`` times, so it must compute what the official code computes)."""
+    monkeypatch.setattr(official_form, "ENABLED", form == "official")
     torch.manual_seed(0)
     check_file(torch.load(path, weights_only=True))
 

@@ -214,3 +214,29 @@ def test_benchmark_fused_attention_a_switches_only_a_and_restores_the_switch() -
     assert res["per_head_bf16_attention"] == {"A": False, "B": True} and attention.PER_HEAD_BF16
     # 257 tokens: B's attention rounds its logits to bf16, A's does not, so some logits differ.
     assert 90.0 < res["agreement_pct"] < 100.0
+
+
+def test_benchmark_official_form_a_times_a_on_the_official_kernels_and_restores_the_switches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batch 2 of the demo ClustViT: the reduced sequences differ in length, so A's blocks run padded."""
+    from dynseg.models import linear, official_form
+
+    padded = []
+    real = official_form.block_forward
+
+    def counting(block, x, seqlens=None):  # the real block, recording whether it ran padded
+        padded.append(seqlens is not None and len(set(seqlens)) > 1)
+        return real(block, x, seqlens)
+
+    monkeypatch.setattr(official_form, "block_forward", counting)
+    before = linear.ONEDNN_FP32
+    res = _tool("benchmark").main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1",
+                                   "--oracle-clusters", "--batch-size", "2", "--official-form-a"])
+    assert res["official_form"] == {"A": True, "B": False} and not official_form.ENABLED
+    assert res["onednn_fp32_linear"]["A"] is False and res["prepacked"]["A"] is False
+    assert linear.ONEDNN_FP32 == before
+    # A's passes only: warm-up, 1 repeat, memory, agreement = 4 passes x (6 backbone + 1 head blocks), of
+    # which the 4 merged backbone blocks of each pass ran padded.
+    assert len(padded) == 4 * 7 and sum(padded) == 4 * 4
+    assert res["agreement_pct"] > 99.9  # same weights; explicit attention rounds a little differently

@@ -14,7 +14,10 @@ of the two models' predictions. ``--default-linear-a`` likewise measures the one
 (``dynseg.models.linear``) against PyTorch's default MKL path, and ``--unpacked-a`` the prepacked
 oneDNN weights (``dynseg.models.linear.prepack``, used by every inference tool) against reordering
 the weights on every call, and ``--fused-attention-a`` (with ``--amp``) the head-by-head bfloat16
-attention (``dynseg.models.attention``) against PyTorch's fused kernel.
+attention (``dynseg.models.attention``) against PyTorch's fused kernel. ``--official-form-a`` runs A on
+the official implementation's kernels and padding (``dynseg.models.official_form``: torch's
+``nn.MultiheadAttention`` general path as mmcv calls it, MKL linears, padded batches): with the same
+config twice it measures B's latency as a fraction of the official code's, in one run.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dynseg import bench  # noqa: E402
 from dynseg.atomic import write_json_atomic  # noqa: E402
 from dynseg.models import attention as fast_attention  # noqa: E402
 from dynseg.models import linear as fast_linear  # noqa: E402
+from dynseg.models import official_form  # noqa: E402
 from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
 from dynseg.runtime import tune_malloc  # noqa: E402
 
@@ -56,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fused-attention-a", action="store_true",
                    help="A's bf16 attention on PyTorch's fused kernel instead of head by head: with the same "
                         "config twice and --amp, measures dynseg.models.attention")
+    p.add_argument("--official-form-a", action="store_true",
+                   help="A on the official code's kernels: nn.MultiheadAttention as mmcv calls it (explicit "
+                        "attention), MKL linears, padded batches (dynseg.models.official_form); with the same "
+                        "config twice, measures B against the official implementation's compute")
     p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--work-dir", help="if given, benchmark.json is written there")
@@ -95,15 +103,19 @@ def main(argv: list[str] | None = None) -> dict:
     for k in segs:  # after counting FLOPs (which runs without autocast): amp models keep bf16 matmul weights
         if amp[k]:
             cast_for_amp_inference(segs[k], torch.bfloat16)
-    onednn = {"A": fast_linear.ONEDNN_FP32 and not args.default_linear_a, "B": fast_linear.ONEDNN_FP32}
+    official = {"A": args.official_form_a, "B": False}
+    onednn = {"A": fast_linear.ONEDNN_FP32 and not (args.default_linear_a or official["A"]),
+              "B": fast_linear.ONEDNN_FP32}
     prepacked = {"A": onednn["A"] and not args.unpacked_a, "B": onednn["B"]}
     for k in segs:
         if prepacked[k]:
             prepacked[k] = fast_linear.prepack(segs[k]) > 0
-    per_head = {"A": fast_attention.PER_HEAD_BF16 and not args.fused_attention_a, "B": fast_attention.PER_HEAD_BF16}
+    per_head = {"A": fast_attention.PER_HEAD_BF16 and not (args.fused_attention_a or official["A"]),
+                "B": fast_attention.PER_HEAD_BF16}
 
     def use(k: str) -> None:  # the process-wide kernel switches, as model k wants them
         fast_linear.ONEDNN_FP32, fast_attention.PER_HEAD_BF16 = onednn[k], per_head[k]
+        official_form.ENABLED = official[k]
 
     def timed_pass(k: str) -> float:
         use(k)
@@ -154,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
               "paired_speedup": paired, "paired_efficiency": paired / flop_ratio,
               "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
               "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn,
-              "prepacked": prepacked, "per_head_bf16_attention": per_head}
+              "prepacked": prepacked, "per_head_bf16_attention": per_head,
+              "official_form": official}
     if args.work_dir:
         write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
     print(f"a_img_s={a_ips:.4f} b_img_s={b_ips:.4f} flop_ratio={flop_ratio:.4f} speedup={speedup:.4f} "

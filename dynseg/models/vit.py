@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import official_form
 from .attention import attention
 from .linear import Linear
 
@@ -126,6 +127,8 @@ class Block(nn.Module):
         """Args:
             x: (B, L, C), or (1, T, C) packed with ``seqlens`` (and ``segments`` (T,) for stochastic depth).
         """
+        if official_form.ENABLED and not self.training:  # the official code's kernels, for timing against it
+            return official_form.block_forward(self, x, seqlens)
         x = x + drop_path(self.attn(self.norm1(x), seqlens), self.drop_path, self.training, segments)
         x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training, segments)
         return x
