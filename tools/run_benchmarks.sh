@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
 # k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
-# against resolution, the bf16, weight-prepacking and bf16-attention gains of each model, and the kernel rates
-# (tools/bench_kernels.py). Every row is one `tools/benchmark.py` run (both models in one process,
+# against resolution, ours against the official code's kernels and padding, the bf16, weight-prepacking
+# and bf16-attention gains of each model, and the kernel rates (tools/bench_kernels.py). Every row is one `tools/benchmark.py` run (both models in one process,
 # alternating).
 #
 #   tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
@@ -39,6 +39,13 @@ for bs in 1 8; do
 done
 bench clustvit_b1_vs_b8 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
   $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --batch-size 1 --batch-size-b 8
+# Ours against the official code's kernels and padding (dynseg.models.official_form), same model, same run
+bench official_clustvit_b1 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
+  $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --official-form-a
+bench official_vit_b1 $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py \
+  $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py "${SUIM_ARGS[@]}" --official-form-a
+bench official_clustvit_b8 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
+  $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --official-form-a --batch-size 8
 [ "$QUICK" = 1 ] && exit 0
 for m in $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py; do
   name=$(basename "$m" .py | cut -d_ -f2)
