@@ -14,7 +14,7 @@ from dynseg.losses import pseudo_labels
 from dynseg.models import clustvit as cv
 from dynseg.models import vit as v
 from dynseg.models.build import ConfigError, build_segmentor
-from dynseg.models.linear import CAN_PREPACK
+from dynseg.models.linear import CAN_PREPACK, ONEDNN_FP32
 from dynseg.models.merging import merge, plan_merge, regenerate, unmerge
 from dynseg.models.segmentor import sliding_windows
 from dynseg.weights import (
@@ -470,12 +470,39 @@ def test_attention_goes_head_by_head_only_for_bf16_cpu_inference_in_its_length_r
         err, fused_err = ((x.double() - ref).abs().mean().item() for x in (out, sdpa(qb, kb, vb)))
         assert fused_err < err < 2.5 * fused_err  # ...about twice as far from float64 as the fused kernel (1.9x here)
         for a, b, c in ((qb[:, :, :255], kb[:, :, :255], vb[:, :, :255]),  # too short
-                        (q.float(), k.float(), v.float())):  # float32
+                        (q.float(), k.float(), v.float())):  # float32 at 300 tokens: below its range
             torch.testing.assert_close(att.attention(a, b, c), sdpa(a, b, c), rtol=0, atol=0)
-        monkeypatch.setattr(att, "PER_HEAD_BF16", False)  # DYNSEG_FUSED_ATTENTION=1
+        monkeypatch.setattr(att, "PER_HEAD", False)  # DYNSEG_FUSED_ATTENTION=1
         torch.testing.assert_close(att.attention(qb, kb, vb), sdpa(qb, kb, vb), rtol=0, atol=0)
-    monkeypatch.setattr(att, "PER_HEAD_BF16", True)
+    monkeypatch.setattr(att, "PER_HEAD", True)
     torch.testing.assert_close(att.attention(qb, kb, vb), sdpa(qb, kb, vb), rtol=0, atol=0)  # autograd on: fused
+
+
+@pytest.mark.skipif(not ONEDNN_FP32, reason="float32 head by head needs oneDNN")
+def test_float32_attention_goes_head_by_head_on_onednn_in_its_length_range(monkeypatch: pytest.MonkeyPatch):
+    """From 385 tokens float32 inference runs head by head on oneDNN: exact softmax attention in float32,
+    as close to float64 as the fused kernel; everything else keeps the fused kernel, bit for bit."""
+    from dynseg.models import attention as att
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    gen = torch.Generator().manual_seed(0)
+    qkv = 2 * torch.randn(2, 400, 3, 3, 64, generator=gen, dtype=torch.float64)  # (n, l, 3, h, d) as Attention packs it
+    ref = sdpa(*qkv.permute(2, 0, 3, 1, 4))
+    q, k, v = qkv.float().permute(2, 0, 3, 1, 4)  # 3 x (n, h, l, d), strided views
+    with torch.no_grad():
+        out = att.attention(q, k, v)
+        assert out.is_contiguous() and not torch.equal(out, sdpa(q, k, v))  # another kernel...
+        torch.testing.assert_close(out, att.per_head_attention(q, k, v), rtol=0, atol=0)
+        err, fused_err = ((x.double() - ref).abs().max().item() for x in (out, sdpa(q, k, v)))
+        assert err < 1.5 * fused_err  # ...as exact as the fused one (max error measured 1.25e-5 vs 1.31e-5)
+        short = [t[:, :, :384] for t in (q, k, v)]
+        torch.testing.assert_close(att.attention(*short), sdpa(*short), rtol=0, atol=0)  # below the range
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 q under autocast: fused
+            torch.testing.assert_close(att.attention(q, k, v), sdpa(q, k, v), rtol=0, atol=0)
+        monkeypatch.setattr(att, "PER_HEAD", False)  # DYNSEG_FUSED_ATTENTION=1
+        torch.testing.assert_close(att.attention(q, k, v), sdpa(q, k, v), rtol=0, atol=0)
+    monkeypatch.setattr(att, "PER_HEAD", True)
+    torch.testing.assert_close(att.attention(q, k, v), sdpa(q, k, v), rtol=0, atol=0)  # autograd on: fused
 
 
 def test_bf16_segmenter_with_per_head_attention_stays_close_to_the_fused_kernel(monkeypatch: pytest.MonkeyPatch):
@@ -491,7 +518,7 @@ def test_bf16_segmenter_with_per_head_attention_stays_close_to_the_fused_kernel(
         prepare_for_inference(seg, torch.bfloat16)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             per_head = seg.predict_logits(x)
-            monkeypatch.setattr(att, "PER_HEAD_BF16", False)
+            monkeypatch.setattr(att, "PER_HEAD", False)
             fused = seg.predict_logits(x)
     assert not torch.equal(per_head, fused)
     err, fused_err = ((y - fp32).abs().mean().item() for y in (per_head, fused))

@@ -192,7 +192,8 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["--tokens", "9", "17", "--dim", "32", "--heads", "4", "--repeats", "1", "--work-dir", str(tmp_path)]
     )
     kernels_per_linear = 2 + ONEDNN_FP32 + 2 * CAN_PREPACK  # MKL, bf16, oneDNN and both packed (where built)
-    assert len(rows) == 2 * (4 * kernels_per_linear + 4)  # + SDPA float32 and bf16, bf16 per head, explicit
+    attention_kernels = 4 + ONEDNN_FP32  # SDPA float32 and bf16, per head bf16 (and float32 on oneDNN), explicit
+    assert len(rows) == 2 * (4 * kernels_per_linear + attention_kernels)
     assert [r["tokens"] for r in rows].count(17) == len(rows) // 2
     fc1 = next(r for r in rows if r["op"] == "linear fc1" and r["tokens"] == 9)
     assert fc1["gflop_s"] == pytest.approx(2 * 9 * 32 * 128 / fc1["ms"] / 1e6)
@@ -211,7 +212,7 @@ def test_benchmark_fused_attention_a_switches_only_a_and_restores_the_switch() -
 
     res = _tool("benchmark").main([DEMO_VIT, DEMO_VIT, "--shape", "256", "256", "--repeats", "1", "--amp",
                                    "--fused-attention-a"])
-    assert res["per_head_bf16_attention"] == {"A": False, "B": True} and attention.PER_HEAD_BF16
+    assert res["per_head_attention"] == {"A": False, "B": True} and attention.PER_HEAD
     # 257 tokens: B's attention rounds its logits to bf16, A's does not, so some logits differ.
     assert 90.0 < res["agreement_pct"] < 100.0
 

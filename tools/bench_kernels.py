@@ -6,8 +6,9 @@
 Rows: the four linear shapes of a block (qkv, proj, fc1, fc2) through PyTorch's default float32 path
 (MKL sgemm), through oneDNN (what ``dynseg.models.linear.Linear`` uses for float32 CPU inference at
 these sizes) and in bfloat16, each oneDNN kernel also on a prepacked weight (what the inference tools
-use); then fused attention (SDPA) in float32 and bfloat16, bfloat16 attention head by head
-(``dynseg.models.attention``, what bf16 inference uses from 256 to 2048 tokens), and the explicit
+use); then fused attention (SDPA) in float32 and bfloat16, attention head by head on oneDNN matmuls
+(``dynseg.models.attention``, what inference uses from 385 to 2048 tokens in float32 and from 256 in
+bfloat16), and the explicit
 float32 form (q k^T, softmax, @ v: what the official implementation runs). 1025 tokens is a full 512² ViT
 sequence, 222 a typical merged ClustViT one. The numbers explain docs/BENCHMARKS.md: how fast the
 model can be here, and why bf16 tops out below 2x. Each cell is the median of ``--repeats`` calls.
@@ -93,8 +94,8 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
 
 
 def attention_rows(tokens: int, dim: int, heads: int, repeats: int) -> list[dict]:
-    """Fused SDPA on (1, heads, tokens, dim/heads) q, k, v in float32 and bfloat16, bfloat16 head by
-    head, and the explicit float32 form (the official implementation's)."""
+    """Fused SDPA on (1, heads, tokens, dim/heads) q, k, v in float32 and bfloat16, float32 and bfloat16
+    head by head, and the explicit float32 form (the official implementation's)."""
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, heads, tokens, dim // heads, generator=gen) for _ in range(3))
     flops = 4 * heads * tokens * tokens * (dim // heads)  # QK^T and AV, 2 FLOPs per multiply-add
@@ -103,6 +104,9 @@ def attention_rows(tokens: int, dim: int, heads: int, repeats: int) -> list[dict
         qd, kd, vd = q.to(dtype), k.to(dtype), v.to(dtype)
         ms = median_ms(lambda: F.scaled_dot_product_attention(qd, kd, vd), repeats)  # noqa: B023
         rows.append(dict(op="attention", tokens=tokens, kernel=name, ms=ms, gflop_s=flops / ms / 1e6))
+    if fast.ONEDNN_FP32:  # float32 head by head runs on oneDNN's matmul
+        ms = median_ms(lambda: per_head_attention(q, k, v), repeats)
+        rows.append(dict(op="attention", tokens=tokens, kernel="float32 per head", ms=ms, gflop_s=flops / ms / 1e6))
     qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
     ms = median_ms(lambda: per_head_attention(qb, kb, vb), repeats)
     rows.append(dict(op="attention", tokens=tokens, kernel="bfloat16 per head", ms=ms, gflop_s=flops / ms / 1e6))

@@ -13,9 +13,9 @@ which is steadier on a host whose speed drifts.
 of the two models' predictions. ``--default-linear-a`` likewise measures the oneDNN float32 linears
 (``dynseg.models.linear``) against PyTorch's default MKL path, and ``--unpacked-a`` the prepacked
 oneDNN weights (``dynseg.models.linear.prepack``, used by every inference tool) against reordering
-the weights on every call, and ``--fused-attention-a`` (with ``--amp``) the head-by-head bfloat16
-attention (``dynseg.models.attention``) against PyTorch's fused kernel. ``--official-form-a`` runs A on
-the official implementation's kernels and padding (``dynseg.models.official_form``: torch's
+the weights on every call, and ``--fused-attention-a`` the head-by-head attention
+(``dynseg.models.attention``) against PyTorch's fused kernel. ``--official-form-a`` runs A on the
+official implementation's kernels and padding (``dynseg.models.official_form``: torch's
 ``nn.MultiheadAttention`` general path as mmcv calls it, MKL linears, padded batches): with the same
 config twice it measures B's latency as a fraction of the official code's, in one run.
 """
@@ -58,8 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="A's oneDNN linears reorder their weights on every call instead of using prepacked "
                         "ones: with the same config twice, measures dynseg.models.linear.prepack")
     p.add_argument("--fused-attention-a", action="store_true",
-                   help="A's bf16 attention on PyTorch's fused kernel instead of head by head: with the same "
-                        "config twice and --amp, measures dynseg.models.attention")
+                   help="A's attention on PyTorch's fused kernel instead of head by head: with the same "
+                        "config twice (and --amp for bf16), measures dynseg.models.attention")
     p.add_argument("--official-form-a", action="store_true",
                    help="A on the official code's kernels: nn.MultiheadAttention as mmcv calls it (explicit "
                         "attention), MKL linears, padded batches (dynseg.models.official_form); with the same "
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     for k in segs:
         if prepacked[k]:
             prepacked[k] = fast_linear.prepack(segs[k]) > 0
-    per_head = {"A": fast_attention.PER_HEAD_BF16 and not (args.fused_attention_a or official["A"]),
-                "B": fast_attention.PER_HEAD_BF16}
+    per_head = {"A": fast_attention.PER_HEAD and not (args.fused_attention_a or official["A"]),
+                "B": fast_attention.PER_HEAD}
 
     def use(k: str) -> None:  # the process-wide kernel switches, as model k wants them
-        fast_linear.ONEDNN_FP32, fast_attention.PER_HEAD_BF16 = onednn[k], per_head[k]
+        fast_linear.ONEDNN_FP32, fast_attention.PER_HEAD = onednn[k], per_head[k]
         official_form.ENABLED = official[k]
 
     def timed_pass(k: str) -> float:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
               "paired_speedup": paired, "paired_efficiency": paired / flop_ratio,
               "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
               "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn,
-              "prepacked": prepacked, "per_head_bf16_attention": per_head,
+              "prepacked": prepacked, "per_head_attention": per_head,
               "official_form": official}
     if args.work_dir:
         write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
