@@ -2,8 +2,8 @@
 # The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
 # k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
 # against resolution, ours against the official code's kernels and padding, the bf16, weight-prepacking
-# and bf16-attention gains of each model, and the kernel rates (tools/bench_kernels.py). Every row is one `tools/benchmark.py` run (both models in one process,
-# alternating).
+# and head-by-head attention gains of each model, and the kernel rates (tools/bench_kernels.py). Every
+# row is one `tools/benchmark.py` run (both models in one process, alternating).
 #
 #   tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
 #   e.g. tools/run_benchmarks.sh cpu bench_out data/suim data/ade/ADEChallengeData2016 7 2
@@ -53,8 +53,9 @@ for m in $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py $S/segmenter_clustvit-
   if [ "$DEVICE" = cpu ]; then  # what prepacked oneDNN weights (dynseg.models.linear.prepack) save
     bench "prepack_gain_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a
     bench "prepack_gain_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a --amp
-    # what head-by-head bf16 attention (dynseg.models.attention) saves over PyTorch's fused kernel
-    bench "per_head_gain_${name}" "$m" "$m" "${SUIM_ARGS[@]}" --fused-attention-a --amp
+    # what head-by-head attention (dynseg.models.attention) saves over PyTorch's fused kernel
+    bench "per_head_gain_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --fused-attention-a
+    bench "per_head_gain_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --fused-attention-a --amp
   fi
 done
 bench seg_k3ip3_ade_b1_fp32 $V/segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py \
