@@ -1,17 +1,18 @@
 """Scaled dot-product attention, with faster CPU inference paths for full-length sequences.
 
-PyTorch's fused CPU kernel runs its matmuls through the BLAS (MKL for float32) and reaches 156-171
-GFLOP/s at 1025 tokens in float32 and no more in bfloat16 on this project's 2-thread CI hosts, while
-oneDNN's matmuls run at the host's peak (float32 218-470 GFLOP/s, bfloat16 twice that, depending on
+PyTorch's fused CPU kernel runs its matmuls through the BLAS (MKL for float32) and reaches 156-181
+GFLOP/s at 1025 tokens in float32, and no more in bfloat16, on this project's 2-thread CI hosts, while
+oneDNN's matmuls run at the host's peak (float32 218-490 GFLOP/s, bfloat16 twice that, depending on
 the host). So CPU inference computes attention head by head, as two oneDNN matmuls around a softmax
 whose (l, l) map fits in the last-level cache, where that was measured to be faster
 (``tools/bench_kernels.py --tokens ...``; docs/BENCHMARKS.md):
 
-* bfloat16, 256-2048 tokens: 1.2-1.6x the fused kernel at 257 tokens, 1.5-2.5x from 385 to 2049;
+* bfloat16, 256-2048 tokens: 1.2-1.6x the fused kernel at 257 tokens, 1.5-2.7x from 385 to 2049;
 * float32, 385-2048 tokens: 1.3x at 385, 1.4-1.5x from 513 to 2049 (1.0x at 257; 0.5x at 3073, where
   a head's 38 MB float32 map outgrows the 32 MB last-level cache).
 
-Shorter sequences (ClustViT's merged ones) and longer ones keep the fused kernel, and so do autograd, GPUs and compiled or exported graphs.
+Shorter sequences (ClustViT's merged ones) and longer ones keep the fused kernel, and so do autograd,
+GPUs and compiled or exported graphs.
 
 Numerics: float32 head by head is exact softmax attention in float32, as close to a float64 reference
 as the fused kernel (tested). In bfloat16 the logits are rounded to bfloat16 before the softmax, as in
@@ -33,7 +34,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from .linear import ONEDNN_FP32, onednn_linear
 
 # Sequence lengths (inclusive) where head by head beats the fused CPU kernel, per dtype (sweeps of
-# tools/bench_kernels.py --tokens on two hosts: bfloat16 0.7x at 129 tokens, 1.2-1.6x at 257, 1.5-2.5x
+# tools/bench_kernels.py --tokens on two hosts: bfloat16 0.7x at 129 tokens, 1.2-1.6x at 257, 1.5-2.7x
 # from 385 to 2049, 0.8-0.9x at 4097 on the slower host; float32 1.0x at 257, 1.3x at 385, 1.4-1.5x
 # from 513 to 2049, 0.5x at 3073).
 PER_HEAD_RANGE: dict[torch.dtype, tuple[int, int]] = {torch.bfloat16: (256, 2048)}

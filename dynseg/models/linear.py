@@ -1,14 +1,13 @@
 """``nn.Linear`` that runs CPU inference on oneDNN, optionally on pre-reordered (prepacked) weights.
 
-Measured on the 2-thread AMD EPYC CI host (``tools/bench_kernels.py``; docs/BENCHMARKS.md, "kernel
-rates"; two sessions' runs): PyTorch sends float32 ``F.linear`` to MKL's sgemm, which reaches 151-208
-GFLOP/s on the ViT-B shapes (its rate swings with the shape), while oneDNN's inner product holds
-196-221 GFLOP/s, the host's practical peak, from 222 rows (a merged ClustViT sequence) to 1025 (a
-full one); each run's oneDNN rate beats its MKL rate by 1.04-1.32x. bfloat16
-already goes to oneDNN. Either way oneDNN reorders the weight into its blocked layout on every call;
-:func:`prepack` keeps a reordered copy instead. Same parameters and state-dict keys as ``nn.Linear``;
-float32 results differ from MKL only in summation order (about 1e-6 relative), and prepacked results
-equal unpacked ones bitwise.
+Measured on the 2-thread AMD EPYC CI hosts (``tools/bench_kernels.py``; docs/BENCHMARKS.md, "kernel
+rates"): PyTorch sends float32 ``F.linear`` to MKL's sgemm, which reaches 151-214 GFLOP/s on the ViT-B
+shapes on both hosts seen so far, while oneDNN's inner product holds the host's practical peak from
+222 rows (a merged ClustViT sequence) to 1025 (a full one): 196-221 GFLOP/s on host A (1.04-1.32x
+MKL), 445-464 on host B (2.1-2.3x MKL). bfloat16 already goes to oneDNN. Either way oneDNN
+reorders the weight into its blocked layout on every call; :func:`prepack` keeps a reordered copy
+instead. Same parameters and state-dict keys as ``nn.Linear``; float32 results differ from MKL only
+in summation order (about 1e-6 relative), and prepacked results equal unpacked ones bitwise.
 """
 
 from __future__ import annotations
@@ -122,8 +121,8 @@ def packed_weight(m: Linear) -> Tensor:
 def prepack(model: nn.Module) -> int:
     """Run every :class:`Linear` of ``model`` on a pre-reordered weight in CPU inference.
 
-    Measured on the 2-thread CI host (docs/BENCHMARKS.md): ViT-b 2% (float32) and 6% (bf16) faster per
-    image, ClustViT-b 5%, logits bitwise identical. Costs one more copy of the linear weights (float32
+    Measured on the 2-thread CI hosts (docs/BENCHMARKS.md): ViT-b 2-5% (float32) and 6-13% (bf16) faster
+    per image, ClustViT-b 4-9%, logits bitwise identical. Costs one more copy of the linear weights (float32
     Segmenter ViT-b: +384 MiB resident), made on the first call that uses it; training, export and
     FLOP counting never use it. ``DYNSEG_NO_PREPACK=1`` turns it off. Returns the number of layers
     marked (0 where oneDNN cannot prepack, or when turned off).
