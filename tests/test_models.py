@@ -527,3 +527,25 @@ def test_bf16_segmenter_with_per_head_attention_stays_close_to_the_fused_kernel(
     # against 98.3% of the pixels labelled as in float32 (random weights: many near-ties).
     assert fused_err < err < 1.5 * fused_err
     assert agree > 0.95 and fused_agree > 0.95
+
+
+@pytest.mark.parametrize("same_lengths", [False, True])
+def test_official_form_matches_our_kernels_on_packed_batches(monkeypatch: pytest.MonkeyPatch, same_lengths: bool):
+    """The official-form baseline (``benchmark.py --official-form-a``) pads packed sequences; images whose
+    reduced sequences have the same length must stay apart too."""
+    from dynseg.models import official_form
+
+    torch.manual_seed(0)
+    seg = build_segmentor(tiny_cfg()).eval()
+    images = torch.rand(2, 3, 64, 64) * 255
+    second = [1] * 5 + [0] * 6 + [3] * 5 if same_lengths else [0] * 9 + [3] * 7  # 6 or 9 kept tokens
+    ids = torch.tensor([[0] * 6 + [1] * 5 + [2] * 5, second])  # (2, 16); the first image keeps 6
+    x = seg.normalise(images)
+    with torch.no_grad():
+        out = seg.backbone(x, cluster_ids=ids)
+        ours = seg.decode_head(out.features)
+        monkeypatch.setattr(official_form, "ENABLED", True)
+        official = seg.decode_head(seg.backbone(x, cluster_ids=ids).features)
+    lengths = out.tokens_per_block[:, -1].tolist()
+    assert (lengths[0] == lengths[1]) == same_lengths
+    torch.testing.assert_close(official, ours, rtol=1e-4, atol=1e-5)

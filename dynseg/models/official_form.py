@@ -59,7 +59,7 @@ def attention(attn: nn.Module, x: Tensor, key_padding_mask: Tensor | None = None
 
 
 def block_forward(block: nn.Module, x: Tensor, seqlens: Sequence[int] | None = None) -> Tensor:
-    """A pre-norm block, official form: packed sequences of different lengths run padded.
+    """A pre-norm block, official form: packed sequences run padded to the longest, with a key-padding mask.
 
     Args:
         block: a :class:`~dynseg.models.vit.Block` in eval mode.
@@ -69,7 +69,7 @@ def block_forward(block: nn.Module, x: Tensor, seqlens: Sequence[int] | None = N
         The same shape as ``x``.
     """
     mask = None
-    if seqlens is not None and len(set(seqlens)) > 1:
+    if seqlens is not None and len(seqlens) > 1:  # equal lengths too: the images must not attend to each other
         lengths = torch.tensor(list(seqlens), device=x.device)
         x = pad_sequence(list(x[0].split(list(seqlens))), batch_first=True)  # (n, M, C), zero padding
         mask = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]  # (n, M)
