@@ -31,14 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from .linear import ONEDNN_FP32, onednn_linear
+from .linear import HAS_ONEDNN_LINEAR, onednn_linear
 
 # Sequence lengths (inclusive) where head by head beats the fused CPU kernel, per dtype (sweeps of
 # tools/bench_kernels.py --tokens on two hosts: bfloat16 0.7x at 129 tokens, 1.2-1.6x at 257, 1.5-2.7x
 # from 385 to 2049, 0.8-0.9x at 4097 on the slower host; float32 1.0x at 257, 1.3x at 385, 1.4-1.5x
 # from 513 to 2049, 0.5x at 3073).
 PER_HEAD_RANGE: dict[torch.dtype, tuple[int, int]] = {torch.bfloat16: (256, 2048)}
-if ONEDNN_FP32:  # float32 needs oneDNN's matmul: torch.matmul sends float32 to MKL, no faster than fused
+if HAS_ONEDNN_LINEAR:  # float32 needs oneDNN's matmul: torch.matmul sends float32 to MKL, no faster than fused
     PER_HEAD_RANGE[torch.float32] = (385, 2048)
 # Module-level switch (False: the fused kernel everywhere), so one process can time both paths.
 PER_HEAD = os.environ.get("DYNSEG_FUSED_ATTENTION") != "1"

@@ -24,9 +24,11 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 # Below ~8M multiply-adds oneDNN's per-call overhead (~20 us) loses to MKL (tools/bench_kernels.py:
 # width 96 x 65 tokens runs 0.04 ms on MKL, 0.06 ms on oneDNN; they tie at width 192 x 65 tokens).
 MIN_MACS = 1 << 23
+# This torch build has oneDNN's inner product (the op every oneDNN path here calls).
+HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # Module-level switch: False times PyTorch's default path (float32 on MKL) in the same process.
-ONEDNN_FP32 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-CAN_PREPACK = ONEDNN_FP32 and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+ONEDNN_FP32 = HAS_ONEDNN_LINEAR
+CAN_PREPACK = HAS_ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
 def _plain_cpu_inference(x: Tensor, weight: Tensor) -> bool:

@@ -11,11 +11,11 @@ is masked out of attention (``key_padding_mask``).
 With :data:`ENABLED` set, every :class:`~dynseg.models.vit.Block` in inference runs that way: the same
 weights and the same outputs up to float rounding (tested against the reference fixtures, padded batch
 included), on the official code's kernels. ``tools/benchmark.py --official-form-a`` uses it, together
-with ``dynseg.models.linear.ONEDNN_FP32 = False``, so that the issue's "x times the official latency"
-goals are ratios measured in one run on one host instead of against milliseconds measured elsewhere.
+with ``dynseg.models.linear.ONEDNN_FP32 = False``, so that "x times the official latency" is a ratio
+measured in one run on one host, not a comparison with milliseconds measured on another.
 
-What it does not reproduce: the official merge bookkeeping (ours is vectorised; 0.4% of ClustViT-b's
-time, docs/BENCHMARKS.md), and the official batch rule that also reduces an image whose tokens share
+What it does not reproduce: the official merge bookkeeping (ours is vectorised; 0.25-0.4% of
+ClustViT-b's time, docs/BENCHMARKS.md), and the official batch rule that also reduces an image whose tokens share
 one id (here such an image keeps its full length, as in our model). Packed sequences are padded at the
 entry of every block and unpacked at its exit, which adds two small copies per block that the official
 code, padding once, does not have.
