@@ -549,3 +549,16 @@ def test_official_form_matches_our_kernels_on_packed_batches(monkeypatch: pytest
     lengths = out.tokens_per_block[:, -1].tolist()
     assert (lengths[0] == lengths[1]) == same_lengths
     torch.testing.assert_close(official, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_exported_attention_keeps_the_fused_kernel():
+    """Head by head is eager-only: an exported graph (ONNX, torch.export) holds portable SDPA, never the
+    oneDNN ops, even at a length (400 tokens) where eager float32 inference goes head by head."""
+    torch.manual_seed(0)
+    attn = v.Attention(32, 2).eval()
+    x = torch.randn(1, 400, 32)
+    with torch.no_grad():
+        graph = torch.export.export(attn, (x,)).graph_module.code
+        eager = attn(x)
+    assert "scaled_dot_product_attention" in graph and "mkldnn" not in graph
+    torch.testing.assert_close(torch.export.export(attn, (x,)).module()(x), eager, rtol=1e-5, atol=1e-6)
