@@ -241,3 +241,31 @@ def test_benchmark_official_form_a_times_a_on_the_official_kernels_and_restores_
     # which the 4 merged backbone blocks of each pass ran padded.
     assert len(padded) == 4 * 7 and sum(padded) == 4 * 4
     assert res["agreement_pct"] > 99.9  # same weights; explicit attention rounds a little differently
+
+
+def test_plot_benchmarks_draws_the_suite_and_get_flops_outputs(tmp_path: Path) -> None:
+    """Real tool outputs in: two resolution rows of benchmark.py, two get_flops.py runs on the same images."""
+    suite, plots = tmp_path / "suite", tmp_path / "plots"
+    for side in (128, 64):  # written out of order: the rows come back sorted by size
+        _tool("benchmark").main([DEMO_VIT, DEMO_CLUST, "--shape", str(side), str(side), "--repeats", "1",
+                                 "--work-dir", str(suite / f"seg_k3ip3_shape{side}")])
+    for name, cfg in (("vit", DEMO_VIT), ("clust", DEMO_CLUST)):
+        _tool("get_flops").main([cfg, "--oracle-clusters", "--split", "test", "--limit", "2",
+                                 "--work-dir", str(tmp_path / name)])
+    tool = _tool("plot_benchmarks")
+    rows = tool.resolution_rows(suite)
+    assert [r["side"] for r in rows] == [64, 128]
+    assert rows[1]["gflops"]["A"] == pytest.approx(_demo_vit_flops(128, 128), rel=0.005)
+    assert all(r["gflops"]["A"] > r["gflops"]["B"] > 0 and r["ms"]["B"] > 0 for r in rows)
+    written = tool.main(["--suite", str(suite), "--gflops", str(tmp_path / "vit" / "gflops.json"),
+                         str(tmp_path / "clust" / "gflops.json"), "--out", str(plots)])
+    assert written == [plots / "resolution.png", plots / "gflops_per_image.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    with pytest.raises(ValueError, match="no seg_k3ip3_shape"):
+        tool.resolution_rows(tmp_path / "vit")
+    other = json.loads((tmp_path / "clust" / "gflops.json").read_text())
+    other["per_image"] = dict(list(other["per_image"].items())[:1])
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="not the same images"):
+        tool.main(["--gflops", str(tmp_path / "vit" / "gflops.json"), str(tmp_path / "other.json"),
+                   "--out", str(plots)])
