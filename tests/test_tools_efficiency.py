@@ -14,7 +14,7 @@ import torch
 from dynseg import bench
 from dynseg.data.prep_suim import convert_suim
 from dynseg.losses import pseudo_labels
-from dynseg.models.linear import CAN_PREPACK, ONEDNN_FP32
+from dynseg.models.linear import CAN_PREPACK, HAS_ONEDNN_LINEAR, ONEDNN_FP32
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -192,7 +192,7 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["--tokens", "9", "17", "--dim", "32", "--heads", "4", "--repeats", "1", "--work-dir", str(tmp_path)]
     )
     kernels_per_linear = 2 + ONEDNN_FP32 + 2 * CAN_PREPACK  # MKL, bf16, oneDNN and both packed (where built)
-    attention_kernels = 4 + ONEDNN_FP32  # SDPA float32 and bf16, per head bf16 (and float32 on oneDNN), explicit
+    attention_kernels = 4 + HAS_ONEDNN_LINEAR  # SDPA float32 and bf16, per head bf16 (and float32 on oneDNN), explicit
     assert len(rows) == 2 * (4 * kernels_per_linear + attention_kernels)
     assert [r["tokens"] for r in rows].count(17) == len(rows) // 2
     fc1 = next(r for r in rows if r["op"] == "linear fc1" and r["tokens"] == 9)

@@ -104,7 +104,7 @@ def attention_rows(tokens: int, dim: int, heads: int, repeats: int) -> list[dict
         qd, kd, vd = q.to(dtype), k.to(dtype), v.to(dtype)
         ms = median_ms(lambda: F.scaled_dot_product_attention(qd, kd, vd), repeats)  # noqa: B023
         rows.append(dict(op="attention", tokens=tokens, kernel=name, ms=ms, gflop_s=flops / ms / 1e6))
-    if fast.ONEDNN_FP32:  # float32 head by head runs on oneDNN's matmul
+    if fast.HAS_ONEDNN_LINEAR:  # float32 head by head runs on oneDNN's matmul
         ms = median_ms(lambda: per_head_attention(q, k, v), repeats)
         rows.append(dict(op="attention", tokens=tokens, kernel="float32 per head", ms=ms, gflop_s=flops / ms / 1e6))
     qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()

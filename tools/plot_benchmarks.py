@@ -44,6 +44,7 @@ def resolution_rows(suite: Path) -> list[dict]:
 
 
 def plot_resolution(rows: list[dict], path: Path) -> None:
+    """GFLOPs and ms per image of A and B against the input size (log axes), each size labelled A ÷ B."""
     sides = [r["side"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, label in ((axes[0], "gflops", "GFLOPs per image"), (axes[1], "ms", "ms per image (CPU, 2 threads)")):
@@ -67,6 +68,7 @@ def plot_resolution(rows: list[dict], path: Path) -> None:
 
 
 def plot_gflops_per_image(files: list[Path], path: Path) -> None:
+    """One bar per model and image from get_flops JSON files; they must list the same images."""
     runs = [json.loads(f.read_text()) for f in files]
     images = list(runs[0]["per_image"])
     for f, r in zip(files, runs):
