@@ -15,8 +15,8 @@ with ``dynseg.models.linear.ONEDNN_FP32 = False``, so that "x times the official
 measured in one run on one host, not a comparison with milliseconds measured on another.
 
 What it does not reproduce: the official merge bookkeeping (ours is vectorised; 0.25-0.4% of
-ClustViT-b's time, docs/BENCHMARKS.md), and the official batch rule that also reduces an image whose tokens share
-one id (here such an image keeps its full length, as in our model). Packed sequences are padded at the
+ClustViT-b's time, docs/BENCHMARKS.md), and the official batch rule that also reduces an image whose
+tokens share one id (here such an image keeps its full length, as in our model). Packed sequences are padded at the
 entry of every block and unpacked at its exit, which adds two small copies per block that the official
 code, padding once, does not have.
 """
