@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dynseg.accel import accelerate
 from dynseg.atomic import atomic_path
 from dynseg.config import load_config
 from dynseg.data import build_dataset
 from dynseg.data.synthetic import render_scene
 from dynseg.flops import count_flops
-from dynseg.models.amp import prepare_for_inference
 from dynseg.models.build import build_segmentor
 from dynseg.runtime import tune_malloc
 from dynseg.weights import load_checkpoint
@@ -299,7 +299,7 @@ def load_for_timing(args: argparse.Namespace) -> tuple[nn.Module, dict, list[Sam
     if args.threads:
         torch.set_num_threads(args.threads)
     seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options, args.device)
-    prepare_for_inference(seg, torch.bfloat16 if args.amp else None)  # bf16: what autocast() runs
+    accelerate(seg, model_device(seg), torch.bfloat16 if args.amp else None)  # bf16: what autocast() runs
     return seg, cfg, inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
 
 

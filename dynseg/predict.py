@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .api import Predictor, load
+from .api import load
+from .predictor import Predictor
 from .runtime import tune_malloc
 from .visualize import overlay, save_png
 

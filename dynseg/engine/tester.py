@@ -46,8 +46,9 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     Returns:
         The metrics (see ``dynseg.engine.evaluate.evaluate``) plus ``classes`` and ``checkpoint``.
     """
+    from dynseg.accel import accelerate
     from dynseg.data import build_dataset
-    from dynseg.models.amp import amp_dtype, prepare_for_inference
+    from dynseg.models.amp import amp_dtype
     from dynseg.models.build import build_segmentor
     from dynseg.weights import load_checkpoint
 
@@ -55,7 +56,7 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     model = build_segmentor(cfg["model"])
     load_checkpoint(model, checkpoint)
     model.to(device).eval()
-    prepare_for_inference(model, amp_dtype(device) if amp else None)
+    accelerate(model, device, amp_dtype(device) if amp else None)
     dataset = build_dataset(cfg["data"], split)
     if dataset.num_classes != model.num_classes:
         raise ValueError(f"{checkpoint}: the model predicts {model.num_classes} classes but the "
