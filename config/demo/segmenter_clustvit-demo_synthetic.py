@@ -10,7 +10,6 @@ model = dict(
     backbone=dict(img_size=(256, 256), embed_dim=96, depth=6, num_heads=3, out_indices=(5,), drop_path_rate=0.0,
                   injection_point=2, cluster_mlp_size=384),
     decode_head=dict(embed_dim=96, depth=1, num_heads=3, drop_path_rate=0.0),
-    num_classes=6,
     pretrained=None,  # from scratch: no download
     test_cfg=dict(mode="whole", crop_size=(256, 256), stride=(256, 256)),
 )
@@ -19,4 +18,4 @@ optimizer = dict(_delete_=True, type="AdamW", lr=2e-3, weight_decay=0.01)
 schedule = dict(max_iters=150, min_lr=1e-5, warmup_iters=10, log_interval=25, val_interval=100000,
                 checkpoint_interval=150)
 # One worker generates scenes on the second core while the model trains on the first.
-data = dict(batch_size=8, num_workers=1, dataset_kwargs=dict(num_images=2400, num_eval_images=32, image_size=256))
+data = dict(num_workers=1, dataset_kwargs=dict(num_images=2400, num_eval_images=32, image_size=256))

@@ -5,6 +5,3 @@ _base_ = [
     "../_base_/schedules/schedule_160k.py",
     "../_base_/default_runtime.py",
 ]
-model = dict(decode_head=dict(channels=768))
-optimizer = dict(lr=0.001, weight_decay=0.0)  # every official leaf overrides the base 0.01 / 5e-4
-data = dict(batch_size=8, val_batch_size=1)  # 1 GPU x 8 images

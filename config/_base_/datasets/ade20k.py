@@ -1,4 +1,6 @@
 # ADE20K (SceneParsing, 150 classes; label 0 "other" becomes ignore via reduce-zero-label).
+# The class count lives with the dataset, so the model presets hold none and any base order works.
+model = dict(num_classes=150)
 data = dict(
     type="ADE20K",
     root="data/ade/ADEChallengeData2016",
@@ -15,7 +17,7 @@ data = dict(
     ),
     # The short side goes to 512; the mask stays at original size and logits are resized to it.
     test_pipeline=dict(scale=(2048, 512), keep_ratio=True),
-    batch_size=4,
+    batch_size=8,  # every paper run: 1 GPU x 8 images (the "1xb8" of the config names)
     num_workers=4,
     val_batch_size=1,
     dataset_kwargs=dict(),

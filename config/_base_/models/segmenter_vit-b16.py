@@ -13,7 +13,6 @@ model = dict(
         final_norm=True,
     ),
     decode_head=dict(type="SegmenterMaskTransformerHead", embed_dim=768, depth=2, num_heads=12, dropout=0.0),
-    num_classes=150,
     clust_loss_weight=0.0,
     ignore_index=255,
     pretrained="https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_base_p16_384_20220308-96dfe169.pth",

@@ -1,10 +1,7 @@
-# ClustViT-B + Segmenter, suim (the real 8 classes; the official files use 9), k=3, ip=3.
+# ClustViT-B + Segmenter, SUIM, k=3, ip=3.
 _base_ = [
     "../../_base_/models/segmenter_clustvit-b16_k3.py",
     "../../_base_/datasets/suim.py",
     "../../_base_/schedules/schedule_80k.py",
     "../../_base_/default_runtime.py",
 ]
-model = dict(backbone=dict(injection_point=3, cluster_mlp_size=3096), num_classes=8)
-optimizer = dict(lr=0.001, weight_decay=0.0)  # every official leaf overrides the base 0.01 / 5e-4
-data = dict(batch_size=8, val_batch_size=1)  # 1 GPU x 8 images
