@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from .models.build import build_segmentor
-from .models.segmentor import Segmentor
+from .loading import NO_CHECKPOINT, build_model, resolve_config  # noqa: F401 - re-exported for the tools
 from .predictor import Predictor
 from .visualize import distinct_colours
-
-NO_CHECKPOINT = ("", "none", "None")  # the CLI spelling of "random weights"
 
 
 def dataset_meta(data_cfg: dict | None, num_classes: int) -> tuple[tuple[str, ...], list[tuple[int, int, int]]]:
@@ -36,30 +30,6 @@ def dataset_meta(data_cfg: dict | None, num_classes: int) -> tuple[tuple[str, ..
     if len(classes) != num_classes or len(palette) < num_classes:
         return tuple(f"class{i}" for i in range(num_classes)), distinct_colours(num_classes)
     return tuple(classes), [tuple(int(v) for v in c) for c in palette[:num_classes]]
-
-
-def build_model(cfg: dict, checkpoint: str | os.PathLike | None, device: str | torch.device = "cpu") -> Segmentor:
-    """Build the config's segmentor and load ``checkpoint`` (ours or official) strictly; ``None``: random."""
-    from .weights import load_checkpoint
-
-    torch.manual_seed(0)  # random weights are then the same from run to run
-    model = build_segmentor(cfg["model"])
-    if checkpoint is None or str(checkpoint) in NO_CHECKPOINT:
-        print("dynseg: no checkpoint given: the model has random weights", file=sys.stderr)
-    else:
-        load_checkpoint(model, checkpoint)
-    return model.to(device).eval()
-
-
-def resolve_config(config: str | os.PathLike | dict, cfg_options: Sequence[str] | None = None) -> dict[str, Any]:
-    """A config path (with optional ``--cfg-options``) or an already resolved config dict."""
-    if isinstance(config, dict):
-        if cfg_options:
-            raise ValueError("cfg_options only apply to a config file path")
-        return config
-    from .config import load_config
-
-    return load_config(Path(config), list(cfg_options or []))
 
 
 def load(

@@ -25,15 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dynseg import loading
 from dynseg.accel import accelerate
 from dynseg.atomic import atomic_path
-from dynseg.config import load_config
 from dynseg.data import build_dataset
 from dynseg.data.synthetic import render_scene
 from dynseg.flops import count_flops
-from dynseg.models.build import build_segmentor
 from dynseg.runtime import tune_malloc
-from dynseg.weights import load_checkpoint
 
 
 @dataclass
@@ -52,20 +50,12 @@ def load_model(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> tuple[nn.Module, dict]:
-    """Build the segmentor of a config file in eval mode.
+    """(segmentor in eval mode, resolved config): ``dynseg.loading.load_model``, the one loader.
 
     Args:
         checkpoint: a checkpoint path, or None / "none" for seeded random weights (no pretrained download).
-
-    Returns:
-        (segmentor, resolved config).
     """
-    cfg = load_config(config, list(cfg_options or []))
-    torch.manual_seed(seed)
-    seg = build_segmentor({**cfg["model"], "pretrained": None})
-    if checkpoint and checkpoint.lower() != "none":
-        load_checkpoint(seg, checkpoint)
-    return seg.eval().to(device), cfg
+    return loading.load_model(config, checkpoint, cfg_options, device, seed)
 
 
 def synthetic_sample(shape: Sequence[int], seed: int = 0) -> Sample:

@@ -17,11 +17,11 @@ from safetensors import safe_open
 
 from dynseg.analysis import pca_rgb
 from dynseg.api import build_model, resolve_config
+from dynseg.convert.official import segmentor_from_official
+from dynseg.convert.weights import load_checkpoint
 from dynseg.losses import pseudo_labels
 from dynseg.models.build import build_segmentor
-from dynseg.models.official import segmentor_from_official
 from dynseg.visualize import TITLE_HEIGHT, distinct_colours
-from dynseg.weights import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"

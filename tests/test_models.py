@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynseg.losses import pseudo_labels
-from dynseg.models import clustvit as cv
-from dynseg.models import vit as v
-from dynseg.models.build import ConfigError, build_segmentor
-from dynseg.models.linear import CAN_PREPACK, ONEDNN_FP32
-from dynseg.models.merging import merge, plan_merge, regenerate, unmerge
-from dynseg.models.segmentor import sliding_windows
-from dynseg.weights import (
+from dynseg.convert.weights import (
     CheckpointError,
     convert_state_dict,
     load_checkpoint,
@@ -25,6 +18,13 @@ from dynseg.weights import (
     read_checkpoint,
     to_official,
 )
+from dynseg.losses import pseudo_labels
+from dynseg.models import clustvit as cv
+from dynseg.models import vit as v
+from dynseg.models.build import ConfigError, build_segmentor
+from dynseg.models.linear import CAN_PREPACK, ONEDNN_FP32
+from dynseg.models.merging import merge, plan_merge, regenerate, unmerge
+from dynseg.models.segmentor import sliding_windows
 
 
 def tiny_cfg(backbone: str = "ClustViT", head: str = "SegmenterMaskTransformerHead", **bb) -> dict:

@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dynseg.convert.official import backbone_cfg, segmentor_from_official
+from dynseg.convert.weights import convert_state_dict, load_checkpoint, load_strict
 from dynseg.losses import clust_loss, patch_values, pseudo_labels
 from dynseg.models import official_form
 from dynseg.models.build import build_backbone
-from dynseg.models.official import backbone_cfg, segmentor_from_official
 from dynseg.models.segmentor import Segmentor
-from dynseg.weights import convert_state_dict, load_checkpoint, load_strict
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference"
 FOLDER = Path(os.environ.get("DYNSEG_PARITY_FIXTURES", DEFAULT))

@@ -32,10 +32,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dynseg.config import load_config
+from dynseg.convert.weights import CheckpointError, load_checkpoint
 from dynseg.engine.checkpoint import find_latest, read_training_checkpoint, save_checkpoint
 from dynseg.models.build import build_segmentor
 from dynseg.models.segmentor import Segmentor
-from dynseg.weights import CheckpointError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/demo/segmenter_clustvit-demo_synthetic.py"

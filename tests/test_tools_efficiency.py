@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from dynseg import bench
+from dynseg.config import load_config
 from dynseg.data.prep_suim import convert_suim
 from dynseg.losses import pseudo_labels
 from dynseg.models.linear import CAN_PREPACK, HAS_ONEDNN_LINEAR, ONEDNN_FP32
@@ -85,7 +86,7 @@ def test_count_tokens_against_pseudo_labels(tmp_path: Path) -> None:
     vit = tokens["tokens_segmenter_vit-demo_synthetic"]
     clust = tokens["tokens_segmenter_clustvit-demo_synthetic"]
     assert (vit == 257).all() and vit.shape == (2, 6)  # 256x256 -> 16x16 tokens + cls
-    cfg = bench.load_config(DEMO_CLUST)
+    cfg = load_config(DEMO_CLUST)
     masks = torch.stack([s.mask for s in bench.load_samples(cfg, None, "test", 2)])
     kept = (pseudo_labels(masks, 3).flatten(1) == 0).sum(1).numpy()
     assert (clust[:, :2] == 257).all()  # injection point 2

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.checkpoint_split import format_split, merge_parts, split_checkpoint  # noqa: E402
+from dynseg.convert.split import format_split, merge_parts, split_checkpoint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

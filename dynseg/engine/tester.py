@@ -48,14 +48,11 @@ def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.Path
     """
     from dynseg.accel import accelerate
     from dynseg.data import build_dataset
+    from dynseg.loading import build_model
     from dynseg.models.amp import amp_dtype
-    from dynseg.models.build import build_segmentor
-    from dynseg.weights import load_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_segmentor(cfg["model"])
-    load_checkpoint(model, checkpoint)
-    model.to(device).eval()
+    model = build_model(cfg, checkpoint, device)
     accelerate(model, device, amp_dtype(device) if amp else None)
     dataset = build_dataset(cfg["data"], split)
     if dataset.num_classes != model.num_classes:

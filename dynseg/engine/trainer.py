@@ -68,7 +68,7 @@ def init_pretrained(model: nn.Module, url: str | None, required: bool, log: RunL
     """Loads ImageNet weights into the backbone; offline, warns and keeps random init unless required."""
     if not url:
         return
-    from dynseg.weights import load_pretrained_backbone
+    from dynseg.convert.weights import load_pretrained_backbone
 
     local = Path(url).is_file() or Path(torch.hub.get_dir(), "checkpoints", Path(url).name).is_file()
     if not local and not url.startswith(("http://", "https://")):
@@ -155,7 +155,7 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
     # --- resume, or initialise from ImageNet weights ----------------------------------------------
     if latest is not None:
         last_ckpt, ckpt = latest
-        from dynseg.weights import load_strict
+        from dynseg.convert.weights import load_strict
 
         # A changed architecture: one line listing the mismatched keys, not load_state_dict's traceback.
         load_strict(model, ckpt["model"], source=f"--resume: {last_ckpt}")

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from ..config import ConfigError  # the one ConfigError: a model key that cannot be built is a config problem
 from .clustvit import ClustViT
 from .cts import CTSViT
 from .heads.segmenter import MaskTransformerHead
@@ -26,10 +27,6 @@ HEADS: dict[str, type[nn.Module]] = {
 }
 SEGMENTOR_KEYS = ("backbone", "decode_head", "num_classes", "clust_loss_weight", "ignore_index", "pretrained", "test_cfg")
 TEST_CFG_KEYS = ("mode", "crop_size", "stride")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be built; the message names the key."""
 
 
 def _cls(table: Mapping[str, type], cfg: Mapping[str, Any], where: str) -> type:

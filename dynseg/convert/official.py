@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .build import ConfigError, build_segmentor
+from ..config import ConfigError
+from ..models.build import build_segmentor
 
 
 def backbone_cfg(c: Mapping[str, Any]) -> dict[str, Any]:

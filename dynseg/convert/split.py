@@ -1,7 +1,7 @@
 """Split a whole-segmentor checkpoint into backbone and head safetensors files, and merge them back.
 
 Official (mmseg) and our own checkpoints are accepted; the parts are written in our parameter names
-(``dynseg.weights.convert_state_dict``), without their ``backbone.`` / ``decode_head.`` prefixes, so a
+(``dynseg.convert.weights.convert_state_dict``), without their ``backbone.`` / ``decode_head.`` prefixes, so a
 backbone file is a plain backbone state dict. The config of one of our checkpoints travels in the
 safetensors metadata, and ``merge_parts`` restores it.
 """
@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .weights import CheckpointError, convert_state_dict, detect_format, read_checkpoint, unwrap
 
 PARTS = ("backbone", "decode_head")  # the file stems, and the key prefixes of a whole-segmentor state dict
@@ -89,7 +89,7 @@ def merge_parts(part_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
     """Inverse of ``split_checkpoint``: ``part_dir/{backbone,decode_head}.safetensors`` -> one checkpoint.
 
     The result is ``{"format": "dynseg-v1", "model": state_dict, "config": ...}`` (config ``None`` when the
-    parts came from an official checkpoint), loadable by ``dynseg.weights.load_checkpoint``.
+    parts came from an official checkpoint), loadable by ``dynseg.convert.weights.load_checkpoint``.
     """
     sd: dict[str, Tensor] = {}
     config = None
