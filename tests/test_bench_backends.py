@@ -1,0 +1,62 @@
+"""tools/bench_backends.py on a tiny ClustViT: eager, ours and onnxruntime on a graph exported with the
+oracle cluster ids as an input (torch.compile and OpenVINO are left to the real runs: minutes to compile,
+an optional package)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+
+from dynseg import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = tiny_config("schedule = dict(max_iters=1)")
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backends_agree_on_oracle_clusters(tiny: Path, tmp_path: Path, one_thread: None,
+                                          capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("onnxruntime")
+    tool = _tool("bench_backends")
+    res = tool.main(["--config", str(tiny), "--backends", "eager", "ours", "ort", "--split", "test", "--limit", "2",
+                     "--oracle-clusters", "--repeats", "2", "--device", "cpu", "--work-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "bench_backends.json").read_text())
+    (model,) = saved["models"]
+    assert model["oracle_ids_in_graph"] and model["num_images"] == 2 and model["shape"] == [64, 64]
+    assert (tmp_path / "tiny.onnx").stat().st_size > 0
+    rows = model["rows"]
+    assert list(rows) == ["eager", "ours", "ort"]
+    for name, row in rows.items():
+        assert len(row["runs_s"]) == 2, name
+        # The same weights and the same merged tokens (the ids are a graph input): the same labels.
+        assert row["agreement_pct"] == 100.0, name
+        assert row["gain_vs_eager"] == pytest.approx(rows["eager"]["ms_per_img_median"] / row["ms_per_img_median"])
+    assert rows["ort"]["fixed_graph"] == "1x3x64x64"
+    # The oracle ids are what merging uses: with them the tiny model merges tokens on these scenes.
+    seg, cfg = bench.load_model(str(tiny))
+    sample = bench.load_samples(cfg, None, "test", 1)[0]
+    tokens = bench.collect_tokens(seg, [(sample.image[None], sample.mask[None])], oracle=True)
+    assert tokens[0, -1] < tokens[0, 0]
+    table = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert [line.split()[1] for line in table] == ["eager", "ours", "ort"]
+    assert res["models"][0]["rows"]["ort"]["agreement_pct"] == 100.0
+
+
+def test_multi_window_inputs_are_refused(tiny: Path, one_thread: None) -> None:
+    """An input the graph cannot take (several sliding windows) is refused in one line before any timing."""
+    tool = _tool("bench_backends")
+    with pytest.raises(ValueError, match="need several sliding windows"):
+        tool.main(["--config", str(tiny), "--backends", "eager", "--shape", "96", "96", "--repeats", "1",
+                   "--device", "cpu", "--cfg-options", "model.test_cfg.mode=slide"])
