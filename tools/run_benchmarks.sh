@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
 # k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
-# against resolution, ours against the official code's kernels and padding, the bf16, weight-prepacking
-# and head-by-head attention gains of each model, and the kernel rates (tools/bench_kernels.py). Every
-# row is one `tools/benchmark.py` run (both models in one process, alternating).
+# against resolution, ours against the official implementation itself (tools/bench_official.py, when
+# OFFICIAL_SRC names an official checkout), our CPU path against eager PyTorch, torch.compile,
+# onnxruntime and OpenVINO (tools/bench_backends.py), what each accelerated kernel and bf16 buy, and
+# the kernel rates (tools/bench_kernels.py). Every A/B row is one `tools/benchmark.py` run (both models
+# in one process, alternating).
 #
-#   tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
-#   e.g. tools/run_benchmarks.sh cpu bench_out data/suim data/ade/ADEChallengeData2016 7 2
-# SUIM_ROOT must hold converted masks (tools/suim_mask_convert.py). QUICK=1 runs the Segmenter k3/ip3 rows only.
+#   [OFFICIAL_SRC=DIR [OFFICIAL_PY=PY]] tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
+#   e.g. OFFICIAL_SRC=/tmp/official-env/src tools/run_benchmarks.sh cpu bench_out data/suim data/ade/ADEChallengeData2016 7 2
+# SUIM_ROOT must hold converted masks (tools/suim_mask_convert.py). QUICK=1 runs the Segmenter k3/ip3 rows
+# and the official comparison only. OFFICIAL_SRC: an official ClustViT checkout with its environment
+# (bash ../shared/peers/clustvit-official/setup.sh DIR builds DIR/src and DIR/venv); OFFICIAL_PY defaults
+# to DIR/../venv/bin/python.
 set -euo pipefail
 DEVICE=$1; OUT=$2; SUIM=$3; ADE=$4; REPEATS=${5:-7}; THREADS=${6:-0}; QUICK=${7:-0}
 mkdir -p "$OUT"
@@ -39,23 +44,25 @@ for bs in 1 8; do
 done
 bench clustvit_b1_vs_b8 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
   $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --batch-size 1 --batch-size-b 8
-# Ours against the official code's kernels and padding (dynseg.models.official_form), same model, same run
-bench official_clustvit_b1 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
-  $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --official-form-a
-bench official_vit_b1 $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py \
-  $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py "${SUIM_ARGS[@]}" --official-form-a
-bench official_clustvit_b8 $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py \
-  $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py "${SUIM_ARGS[@]}" --official-form-a --batch-size 8
+# Ours against the official implementation itself: same images, weights, threads and malloc settings, one run
+if [ -n "${OFFICIAL_SRC:-}" ] && [ "$DEVICE" = cpu ]; then
+  OPY=(); [ -n "${OFFICIAL_PY:-}" ] && OPY=(--official-python "$OFFICIAL_PY")
+  for bs in 1 8; do
+    echo "### official_b$bs" | tee -a "$OUT/summary.txt"
+    python3 tools/bench_official.py --official-src "$OFFICIAL_SRC" "${OPY[@]}" "${SUIM_ARGS[@]}" --oracle-clusters \
+      --device cpu --batch-size $bs --repeats "$REPEATS" "${THR[@]}" --work-dir "$OUT/official_b$bs" 2>&1 \
+      | tee "$OUT/official_b$bs.log" | tail -n 3 | tee -a "$OUT/summary.txt"
+  done
+fi
 [ "$QUICK" = 1 ] && exit 0
 for m in $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py; do
   name=$(basename "$m" .py | cut -d_ -f2)
   bench "bf16_gain_$name" "$m" "$m" "${SUIM_ARGS[@]}" --amp-b   # B = A under bf16
-  if [ "$DEVICE" = cpu ]; then  # what prepacked oneDNN weights (dynseg.models.linear.prepack) save
-    bench "prepack_gain_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a
-    bench "prepack_gain_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --unpacked-a --amp
-    # what head-by-head attention (dynseg.models.attention) saves over PyTorch's fused kernel
-    bench "per_head_gain_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --fused-attention-a
-    bench "per_head_gain_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --fused-attention-a --amp
+  if [ "$DEVICE" = cpu ]; then  # what each kernel of dynseg.accel buys over the plain model's, and all of them
+    for piece in all onednn_linear head_by_head_attention; do
+      bench "plain_${piece}_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --plain-a $piece
+      bench "plain_${piece}_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --plain-a $piece --amp
+    done
   fi
 done
 bench seg_k3ip3_ade_b1_fp32 $V/segmenter_vit-b_mask_1xb8-160k_ade20k-512x512.py \
@@ -64,3 +71,8 @@ for size in 256 512 768 1024; do
   bench "seg_k3ip3_shape$size" $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py \
     $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py --shape $size $size --cfg-options model.test_cfg.mode=whole
 done
+if [ "$DEVICE" = cpu ]; then  # our CPU path against the library paths (eager, torch.compile, onnxruntime, OpenVINO)
+  echo "### backends" | tee -a "$OUT/summary.txt"
+  python3 tools/bench_backends.py "${SUIM_ARGS[@]}" --oracle-clusters --device cpu --repeats "$REPEATS" "${THR[@]}" \
+    --work-dir "$OUT/backends" 2>&1 | tee "$OUT/backends.log" | tail -n 21 | tee -a "$OUT/summary.txt"
+fi
