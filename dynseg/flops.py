@@ -10,7 +10,10 @@ What counts, and why (this reproduces the paper's tables, which the official cod
 * out-of-place ``add`` and ``mul``: one FLOP per element of the first operand (what the profiler
   counts; residual adds, the position embedding). Worth 0.03 of the 252.33 GFLOPs of Segmenter ViT-B,
   so it only matters for matching the printed digits. ``count_elementwise=False`` drops it.
-* nothing else (norms, softmax, GELU, resizes, divisions are free), as in the paper.
+* packed variable-length attention (``dynseg.packed_attention``): every sequence's QK^T and AV, as SDPA.
+* nothing else (norms, softmax, GELU, resizes, divisions are free), as in the paper; ClustViT's
+  cluster means are a one-hot matmul here (counted: 2·K·L·C per image, 0.005 GFLOPs for ViT-B at 512²)
+  where the official code's scatter counts none.
 
 The paper's figures (512², batch 1), ours in brackets: Segmenter ViT-B 252.33 with the official 9-class
 SUIM head (252.32), 252.07 with 3 classes (252.06), 258.62 with 150 (258.61); UPerNet ViT-B, channels
@@ -29,12 +32,28 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+import dynseg.models.attention  # noqa: F401  (registers the dynseg.packed_attention op counted below)
+
 aten = torch.ops.aten
 
 
 def _sdpa_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
     """2 x MACs of softmax(QK^T) V for (B, heads, L, d) query/key/value shapes."""
     return sdpa_flop_count(query, key, value)
+
+
+def _packed_attention_flops(qkv: Any, cu_seqlens: Any, max_seqlen: int, num_heads: int, *args: Any,
+                            out_val: Any = None, **kwargs: Any) -> int:
+    """``dynseg.packed_attention``: each packed sequence's QK^T and AV, 4 * l^2 * C FLOPs (as SDPA's count).
+
+    Its cost depends on the sequence lengths, so it reads the offsets (``_get_raw``: FlopCounterMode then
+    passes the tensors themselves instead of their shapes).
+    """
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return int(4 * (lengths * lengths).sum().item() * (qkv.shape[1] // 3))
+
+
+_packed_attention_flops._get_raw = True  # type: ignore[attr-defined]
 
 
 def _pointwise_flops(self_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
@@ -58,6 +77,7 @@ def _attention_ops() -> list[Any]:
 def flop_formulas(count_elementwise: bool = True) -> dict[Any, Callable[..., int]]:
     """Extra formulas for ``FlopCounterMode(custom_mapping=...)``: attention, and optionally add/mul."""
     formulas: dict[Any, Callable[..., int]] = {op: _sdpa_flops for op in _attention_ops()}
+    formulas[torch.ops.dynseg.packed_attention] = _packed_attention_flops  # registered by dynseg.models.attention
     if count_elementwise:
         # Keys are op packets (FlopCounterMode looks ops up that way): every overload of add / mul,
         # but not the in-place add_ / mul_, which the profiler does not count either.

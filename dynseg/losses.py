@@ -47,16 +47,20 @@ def pseudo_labels(masks: Tensor, num_clusters: int, patch: int = PATCH, ignore_i
     values = patch_values(masks, patch)  # (B, h, w)
     values = values.masked_fill(values == ignore_index, -1)  # all-ignore patches carry no class
     B = values.shape[0]
-    flat = values.reshape(B, -1)
-    size = max(int(flat.max()) + 1 if flat.numel() else 1, 1)
-    valid = flat >= 0
-    counts = torch.zeros(B, size, dtype=torch.long, device=flat.device)
-    counts.scatter_add_(1, flat.clamp(min=0), valid.long())  # (B, size) homogeneous patches per class
-    order = torch.sort(-counts, dim=1, stable=True).indices[:, :num_clusters]  # (B, <=K) most frequent first
-    ranks = torch.zeros(B, size, dtype=torch.long, device=flat.device)
-    top = torch.arange(1, order.shape[1] + 1, device=flat.device).expand(B, -1)
-    ranks.scatter_(1, order, top * (torch.gather(counts, 1, order) > 0))  # absent classes stay 0
-    labels = torch.gather(ranks, 1, flat.clamp(min=0)) * valid  # (B, h*w)
+    flat = values.reshape(B, -1)  # (B, n)
+    # Count every class without reading the label range on the host: sort each image's values, count
+    # each value's run, keep one entry per class (its first), then order the classes by count.
+    ordered, _ = torch.sort(flat, dim=1)  # (B, n)
+    runs = torch.searchsorted(ordered, ordered, right=True) - torch.searchsorted(ordered, ordered)  # (B, n)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    counts = torch.where(first & (ordered >= 0), runs, 0)  # (B, n): each class's count once, at its first entry
+    top = torch.sort(-counts, dim=1, stable=True).indices[:, :num_clusters]  # (B, <=K), ties: smaller class first
+    top_values = torch.gather(ordered, 1, top)  # (B, <=K)
+    present = torch.gather(counts, 1, top) > 0  # (B, <=K) absent classes take no cluster
+    match = (flat[:, :, None] == top_values[:, None, :]) & present[:, None, :]  # (B, n, <=K)
+    rank = torch.arange(1, top.shape[1] + 1, device=flat.device)  # cluster ids 1..K, most frequent first
+    labels = (match.long() * rank).sum(-1)  # (B, n): 0 where the class is not among the top K
     return labels.reshape(values.shape)
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dynseg.accel import accelerate, describe
 from dynseg.convert.official import backbone_cfg, segmentor_from_official
 from dynseg.convert.weights import convert_state_dict, load_checkpoint, load_strict
 from dynseg.losses import clust_loss, patch_values, pseudo_labels
-from dynseg.models import official_form
 from dynseg.models.build import build_backbone
 from dynseg.models.segmentor import Segmentor
 
@@ -27,6 +27,17 @@ FILES = sorted(FOLDER.glob("*.pt")) if FOLDER.is_dir() else []
 FEAT = dict(atol=1e-5, rtol=1e-4)
 LOGITS = dict(atol=5e-5, rtol=1e-4)
 LOSS = dict(atol=1e-6, rtol=0.0)
+# Whether the models under test run accelerated (``dynseg.accel``); set per test by ``test_fixture``.
+ACCELERATED: dict[int, bool] = {0: False}
+
+
+def ready(model: torch.nn.Module) -> torch.nn.Module:
+    """The model in eval mode, accelerated when the current test asks for it."""
+    model = model.eval()
+    if ACCELERATED[0]:
+        accelerate(model, "cpu")
+        assert describe(model)["onednn_linear"] > 0 or not torch.backends.mkldnn.is_available()
+    return model
 
 
 def test_fixture_folder_present():
@@ -43,8 +54,9 @@ def close(ours: torch.Tensor, ref: torch.Tensor, what: str, tol: dict) -> None:
 
 
 def run_backbone(cfg: dict, state_dict: dict, inputs: torch.Tensor):
-    model = build_backbone(backbone_cfg(cfg), where="fixture.config").eval()
+    model = build_backbone(backbone_cfg(cfg), where="fixture.config")
     load_strict(model, convert_state_dict(state_dict), source="fixture state_dict")
+    model = ready(model)
     with torch.no_grad():
         return model(inputs, return_intermediates=True) if cfg["type"] == "ClustViT" else model(inputs)
 
@@ -124,9 +136,10 @@ def check_file(d: dict) -> None:
 
 def check_segmentor(d: dict) -> None:
     cfg = d["config"]
-    seg: Segmentor = segmentor_from_official(cfg).eval()
+    seg: Segmentor = segmentor_from_official(cfg)
     sd = convert_state_dict(d["state_dict"])
     load_strict(seg, sd, source=f"{d['case']} state_dict")
+    seg = ready(seg)
     x = d["inputs"]
     with torch.no_grad():
         feats = seg.backbone(x)
@@ -163,12 +176,11 @@ def check_loss(d: dict) -> None:
     close(ce, ref["ce_per_token_unweighted"], "ce_per_token_unweighted", LOSS)
 
 
-@pytest.mark.parametrize("form", ["ours", "official"])
+@pytest.mark.parametrize("form", ["plain", "accelerated"])
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_fixture(path: Path, form: str, monkeypatch: pytest.MonkeyPatch):
-    """Every fixture, on our kernels and on the official code's (``official_form``: the baseline that
-    ``benchmark.py --official-form-a`` times, so it must compute what the official code computes)."""
-    monkeypatch.setattr(official_form, "ENABLED", form == "official")
+    """Every fixture, on the plain model and on the accelerated one (``dynseg.accel``)."""
+    monkeypatch.setitem(ACCELERATED, 0, form == "accelerated")
     torch.manual_seed(0)
     check_file(torch.load(path, weights_only=True))
 

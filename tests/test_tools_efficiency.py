@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from dynseg import bench
+from dynseg.accel import cpu
 from dynseg.config import load_config
 from dynseg.data.prep_suim import convert_suim
 from dynseg.losses import pseudo_labels
-from dynseg.models.linear import CAN_PREPACK, HAS_ONEDNN_LINEAR, ONEDNN_FP32
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -115,25 +115,23 @@ def test_benchmark_line_and_batching(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out[-2].startswith("paired speedup") and f"{ratios[1]:.4f}" in out[-2]
 
 
-def test_benchmark_default_linear_a_times_a_on_mkl_and_restores_the_switch(capsys: pytest.CaptureFixture) -> None:
-    from dynseg.models import linear
+def test_benchmark_plain_a_leaves_out_only_a_s_kernels() -> None:
+    """A/B of the accelerated model against itself without one kernel, or all: two models, no switch."""
+    from dynseg.accel import cpu
 
-    before = linear.ONEDNN_FP32
-    res = _tool("benchmark").main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1",
-                                   "--default-linear-a"])
-    assert res["onednn_fp32_linear"] == {"A": False, "B": before}
-    assert linear.ONEDNN_FP32 == before
+    tool = _tool("benchmark")
+    res = tool.main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1", "--plain-a", "all"])
+    full = {"onednn_linear": 35, "head_by_head_attention": 7} if cpu.onednn_available() else {
+        "onednn_linear": 0, "head_by_head_attention": 0}
+    assert res["kernels"] == {"A": {"onednn_linear": 0, "head_by_head_attention": 0}, "B": full}
     assert res["agreement_pct"] == 100.0  # same weights, same predictions whichever kernel
     assert res["flop_ratio"] == 1.0
-
-
-def test_benchmark_unpacked_a_leaves_only_b_prepacked() -> None:
-    from dynseg.models import linear
-
-    res = _tool("benchmark").main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1",
-                                   "--unpacked-a"])
-    assert res["prepacked"] == {"A": False, "B": linear.CAN_PREPACK}
-    assert res["agreement_pct"] == 100.0
+    res = tool.main([DEMO_VIT, DEMO_VIT, "--shape", "256", "256", "--repeats", "1", "--amp",
+                     "--plain-a", "head_by_head_attention"])
+    assert res["kernels"]["A"]["head_by_head_attention"] == 0
+    assert res["kernels"]["A"]["onednn_linear"] == res["kernels"]["B"]["onednn_linear"]
+    if cpu.onednn_available():  # 257 tokens: B's attention rounds its logits to bf16, A's does not
+        assert 90.0 < res["agreement_pct"] < 100.0
 
 
 @pytest.mark.parametrize("config", [DEMO_CLUST, DEMO_VIT])
@@ -192,8 +190,9 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     rows = _tool("bench_kernels").main(
         ["--tokens", "9", "17", "--dim", "32", "--heads", "4", "--repeats", "1", "--work-dir", str(tmp_path)]
     )
-    kernels_per_linear = 2 + ONEDNN_FP32 + 2 * CAN_PREPACK  # MKL, bf16, oneDNN and both packed (where built)
-    attention_kernels = 4 + HAS_ONEDNN_LINEAR  # SDPA float32 and bf16, per head bf16 (and float32 on oneDNN), explicit
+    onednn = cpu.onednn_available()
+    kernels_per_linear = 2 + onednn  # F.linear float32 and bf16, oneDNN float32 (where built)
+    attention_kernels = 4 + onednn  # SDPA float32 and bf16, per head bf16 (and float32 on oneDNN), explicit
     assert len(rows) == 2 * (4 * kernels_per_linear + attention_kernels)
     assert [r["tokens"] for r in rows].count(17) == len(rows) // 2
     fc1 = next(r for r in rows if r["op"] == "linear fc1" and r["tokens"] == 9)
@@ -206,67 +205,3 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "attention" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--dim 30 is not divisible by --heads 4"):
         _tool("bench_kernels").main(["--dim", "30", "--heads", "4"])
-
-
-def test_benchmark_fused_attention_a_switches_only_a_and_restores_the_switch() -> None:
-    from dynseg.models import attention
-
-    res = _tool("benchmark").main([DEMO_VIT, DEMO_VIT, "--shape", "256", "256", "--repeats", "1", "--amp",
-                                   "--fused-attention-a"])
-    assert res["per_head_attention"] == {"A": False, "B": True} and attention.PER_HEAD
-    # 257 tokens: B's attention rounds its logits to bf16, A's does not, so some logits differ.
-    assert 90.0 < res["agreement_pct"] < 100.0
-
-
-def test_benchmark_official_form_a_times_a_on_the_official_kernels_and_restores_the_switches(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Batch 2 of the demo ClustViT: the reduced sequences differ in length, so A's blocks run padded."""
-    from dynseg.models import linear, official_form
-
-    padded = []
-    real = official_form.block_forward
-
-    def counting(block, x, seqlens=None):  # the real block, recording whether it ran padded
-        padded.append(seqlens is not None and len(seqlens) > 1)  # block_forward pads every packed batch
-        return real(block, x, seqlens)
-
-    monkeypatch.setattr(official_form, "block_forward", counting)
-    before = linear.ONEDNN_FP32
-    res = _tool("benchmark").main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1",
-                                   "--oracle-clusters", "--batch-size", "2", "--official-form-a"])
-    assert res["official_form"] == {"A": True, "B": False} and not official_form.ENABLED
-    assert res["onednn_fp32_linear"]["A"] is False and res["prepacked"]["A"] is False
-    assert linear.ONEDNN_FP32 == before
-    # A's passes only: warm-up, 1 repeat, memory, agreement = 4 passes x (6 backbone + 1 head blocks), of
-    # which the 4 merged backbone blocks of each pass ran padded.
-    assert len(padded) == 4 * 7 and sum(padded) == 4 * 4
-    assert res["agreement_pct"] > 99.9  # same weights; explicit attention rounds a little differently
-
-
-def test_plot_benchmarks_draws_the_suite_and_get_flops_outputs(tmp_path: Path) -> None:
-    """Real tool outputs in: two resolution rows of benchmark.py, two get_flops.py runs on the same images."""
-    suite, plots = tmp_path / "suite", tmp_path / "plots"
-    for side in (128, 64):  # written out of order: the rows come back sorted by size
-        _tool("benchmark").main([DEMO_VIT, DEMO_CLUST, "--shape", str(side), str(side), "--repeats", "1",
-                                 "--work-dir", str(suite / f"seg_k3ip3_shape{side}")])
-    for name, cfg in (("vit", DEMO_VIT), ("clust", DEMO_CLUST)):
-        _tool("get_flops").main([cfg, "--oracle-clusters", "--split", "test", "--limit", "2",
-                                 "--work-dir", str(tmp_path / name)])
-    tool = _tool("plot_benchmarks")
-    rows = tool.resolution_rows(suite)
-    assert [r["side"] for r in rows] == [64, 128]
-    assert rows[1]["gflops"]["A"] == pytest.approx(_demo_vit_flops(128, 128), rel=0.005)
-    assert all(r["gflops"]["A"] > r["gflops"]["B"] > 0 and r["ms"]["B"] > 0 for r in rows)
-    written = tool.main(["--suite", str(suite), "--gflops", str(tmp_path / "vit" / "gflops.json"),
-                         str(tmp_path / "clust" / "gflops.json"), "--out", str(plots)])
-    assert written == [plots / "resolution.png", plots / "gflops_per_image.png"]
-    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
-    with pytest.raises(ValueError, match="no seg_k3ip3_shape"):
-        tool.resolution_rows(tmp_path / "vit")
-    other = json.loads((tmp_path / "clust" / "gflops.json").read_text())
-    other["per_image"] = dict(list(other["per_image"].items())[:1])
-    (tmp_path / "other.json").write_text(json.dumps(other))
-    with pytest.raises(ValueError, match="not the same images"):
-        tool.main(["--gflops", str(tmp_path / "vit" / "gflops.json"), str(tmp_path / "other.json"),
-                   "--out", str(plots)])

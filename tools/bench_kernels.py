@@ -4,14 +4,12 @@
                                   [--repeats 9] [--work-dir DIR]
 
 Rows: the four linear shapes of a block (qkv, proj, fc1, fc2) through PyTorch's default float32 path
-(MKL sgemm), through oneDNN (what ``dynseg.models.linear.Linear`` uses for float32 CPU inference at
-these sizes) and in bfloat16, each oneDNN kernel also on a prepacked weight (what the inference tools
-use); then fused attention (SDPA) in float32 and bfloat16, attention head by head on oneDNN matmuls
-(``dynseg.models.attention``, what inference uses from 385 to 2048 tokens in float32 and from 256 in
-bfloat16), and the explicit
-float32 form (q k^T, softmax, @ v: what the official implementation runs). 1025 tokens is a full 512² ViT
-sequence, 222 a typical merged ClustViT one. The numbers explain docs/BENCHMARKS.md: how fast the
-model can be here, and why bf16 tops out below 2x. Each cell is the median of ``--repeats`` calls.
+(``F.linear``: the BLAS, MKL in the PyPI wheels), through oneDNN's inner product (what
+``dynseg.accel.cpu.OneDNNLinear`` runs) and in bfloat16; then fused attention (SDPA) in float32 and
+bfloat16, attention head by head (``dynseg.accel.cpu.per_head_attention``, what accelerated inference
+runs in ``PER_HEAD_RANGE``), and the explicit float32 form (q k^T, softmax, @ v: what the official
+implementation runs). 1025 tokens is a full 512² ViT sequence, 222 a typical merged ClustViT one.
+Each cell is the median of ``--repeats`` calls; docs/BENCHMARKS.md shows a run.
 """
 
 from __future__ import annotations
@@ -27,10 +25,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dynseg.accel import cpu as fast  # noqa: E402
 from dynseg.atomic import write_json_atomic  # noqa: E402
 from dynseg.cli import run  # noqa: E402
-from dynseg.models import linear as fast  # noqa: E402
-from dynseg.models.attention import per_head_attention  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,19 +53,13 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def linear_kernels(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    """The ways to run ``x @ w.T + b``: MKL and oneDNN in float32 (where available), oneDNN in bfloat16,
-    and oneDNN on prepacked weights (``dynseg.models.linear.prepack``) in both."""
-    kernels: dict[str, Callable[[], torch.Tensor]] = {"float32 MKL (F.linear)": lambda: F.linear(x, w, b)}
-    if fast.ONEDNN_FP32:
+    """The ways to run ``x @ w.T + b``: PyTorch's default float32 path (the BLAS), oneDNN's inner product
+    in float32 (``dynseg.accel.cpu.OneDNNLinear``, where this build has it), and bfloat16 ``F.linear``."""
+    kernels: dict[str, Callable[[], torch.Tensor]] = {"float32 F.linear": lambda: F.linear(x, w, b)}
+    if fast.onednn_available():
         kernels["float32 oneDNN"] = lambda: fast.onednn_linear(x, w, b)
-    if fast.CAN_PREPACK:
-        wp = fast.reorder_weight(w)
-        kernels["float32 oneDNN packed"] = lambda: fast.onednn_linear(x, wp, b)
     xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
-    kernels["bfloat16 oneDNN"] = lambda: F.linear(xb, wb, bb)
-    if fast.CAN_PREPACK:
-        wbp = fast.reorder_weight(wb)
-        kernels["bfloat16 oneDNN packed"] = lambda: fast.onednn_linear(xb, wbp, bb)
+    kernels["bfloat16 F.linear"] = lambda: F.linear(xb, wb, bb)
     return kernels
 
 
@@ -104,11 +95,11 @@ def attention_rows(tokens: int, dim: int, heads: int, repeats: int) -> list[dict
         qd, kd, vd = q.to(dtype), k.to(dtype), v.to(dtype)
         ms = median_ms(lambda: F.scaled_dot_product_attention(qd, kd, vd), repeats)  # noqa: B023
         rows.append(dict(op="attention", tokens=tokens, kernel=name, ms=ms, gflop_s=flops / ms / 1e6))
-    if fast.HAS_ONEDNN_LINEAR:  # float32 head by head runs on oneDNN's matmul
-        ms = median_ms(lambda: per_head_attention(q, k, v), repeats)
+    if fast.onednn_available():  # float32 head by head runs on oneDNN's matmul
+        ms = median_ms(lambda: fast.per_head_attention(q, k, v), repeats)
         rows.append(dict(op="attention", tokens=tokens, kernel="float32 per head", ms=ms, gflop_s=flops / ms / 1e6))
     qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
-    ms = median_ms(lambda: per_head_attention(qb, kb, vb), repeats)
+    ms = median_ms(lambda: fast.per_head_attention(qb, kb, vb), repeats)
     rows.append(dict(op="attention", tokens=tokens, kernel="bfloat16 per head", ms=ms, gflop_s=flops / ms / 1e6))
     ms = median_ms(lambda: explicit_attention(q, k, v), repeats)
     rows.append(dict(op="attention", tokens=tokens, kernel="float32 bmm+softmax", ms=ms, gflop_s=flops / ms / 1e6))

@@ -10,14 +10,10 @@ interleaved (the order flips every repeat so drift hits both alike), after one u
 The line before the last also gives the median of the per-repeat ratios (A and B timed back to back),
 which is steadier on a host whose speed drifts.
 ``--amp-b`` runs only B in bf16: with the same config twice it measures the bf16 gain and the agreement
-of the two models' predictions. ``--default-linear-a`` likewise measures the oneDNN float32 linears
-(``dynseg.models.linear``) against PyTorch's default MKL path, and ``--unpacked-a`` the prepacked
-oneDNN weights (``dynseg.models.linear.prepack``, used by every inference tool) against reordering
-the weights on every call, and ``--fused-attention-a`` the head-by-head attention
-(``dynseg.models.attention``) against PyTorch's fused kernel. ``--official-form-a`` runs A on the
-official implementation's kernels and padding (``dynseg.models.official_form``: torch's
-``nn.MultiheadAttention`` general path as mmcv calls it, MKL linears, padded batches): with the same
-config twice it measures B's latency as a fraction of the official code's, in one run.
+of the two models' predictions. Both models run accelerated (``dynseg.accel.accelerate``, as every
+inference tool does); ``--plain-a`` leaves out A's kernels (``all``, or one of them: ``onednn_linear``,
+``head_by_head_attention``): with the same config twice it measures what they buy, in one run.
+Against the official implementation itself, use ``tools/bench_official.py``.
 """
 
 from __future__ import annotations
@@ -32,12 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dynseg import bench  # noqa: E402
+from dynseg.accel import accelerate, describe, plain  # noqa: E402
 from dynseg.atomic import write_json_atomic  # noqa: E402
-from dynseg.models import attention as fast_attention  # noqa: E402
-from dynseg.models import linear as fast_linear  # noqa: E402
-from dynseg.models import official_form  # noqa: E402
-from dynseg.models.amp import cast_for_amp_inference  # noqa: E402
 from dynseg.runtime import tune_malloc  # noqa: E402
+
+PIECES = tuple(describe(torch.nn.Module()))  # the kernels dynseg.accel installs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,19 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="B's batch size if it differs (e.g. the same config at batch 1 vs 8, in one run)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast for both models")
     p.add_argument("--amp-b", action="store_true", help="bf16 autocast for B only")
-    p.add_argument("--default-linear-a", action="store_true",
-                   help="A's float32 linears on PyTorch's default kernel (MKL) instead of oneDNN: with the same "
-                        "config twice, measures dynseg's kernel choice on this CPU")
-    p.add_argument("--unpacked-a", action="store_true",
-                   help="A's oneDNN linears reorder their weights on every call instead of using prepacked "
-                        "ones: with the same config twice, measures dynseg.models.linear.prepack")
-    p.add_argument("--fused-attention-a", action="store_true",
-                   help="A's attention on PyTorch's fused kernel instead of head by head: with the same "
-                        "config twice (and --amp for bf16), measures dynseg.models.attention")
-    p.add_argument("--official-form-a", action="store_true",
-                   help="A on the official code's kernels: nn.MultiheadAttention as mmcv calls it (explicit "
-                        "attention), MKL linears, padded batches (dynseg.models.official_form); with the same "
-                        "config twice, measures B against the official implementation's compute")
+    p.add_argument("--plain-a", choices=("all", *PIECES), default=None,
+                   help="leave out A's accelerated kernels (all, or one): with the same config twice, "
+                        "measures what dynseg.accel buys on this host")
     p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--work-dir", help="if given, benchmark.json is written there")
@@ -100,47 +85,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     gflops = {k: bench.mean_std([f / 1e9 for f in bench.flops_per_image(s, samples, args.oracle_clusters)])
               for k, s in segs.items()}
-    for k in segs:  # after counting FLOPs (which runs without autocast): amp models keep bf16 matmul weights
-        if amp[k]:
-            cast_for_amp_inference(segs[k], torch.bfloat16)
-    official = {"A": args.official_form_a, "B": False}
-    onednn = {"A": fast_linear.ONEDNN_FP32 and not (args.default_linear_a or official["A"]),
-              "B": fast_linear.ONEDNN_FP32}
-    prepacked = {"A": onednn["A"] and not args.unpacked_a, "B": onednn["B"]}
-    for k in segs:
-        if prepacked[k]:
-            prepacked[k] = fast_linear.prepack(segs[k]) > 0
-    per_head = {"A": fast_attention.PER_HEAD and not (args.fused_attention_a or official["A"]),
-                "B": fast_attention.PER_HEAD}
-
-    def use(k: str) -> None:  # the process-wide kernel switches, as model k wants them
-        fast_linear.ONEDNN_FP32, fast_attention.PER_HEAD = onednn[k], per_head[k]
-        official_form.ENABLED = official[k]
+    for k in segs:  # after counting FLOPs (on the plain models): amp models keep bf16 matmul weights
+        accelerate(segs[k], bench.model_device(segs[k]), torch.bfloat16 if amp[k] else None)
+    if args.plain_a:
+        plain(segs["A"], PIECES if args.plain_a == "all" else (args.plain_a,))
+    kernels = {k: describe(s) for k, s in segs.items()}
 
     def timed_pass(k: str) -> float:
-        use(k)
         return bench.run_pass(segs[k], batches_of[k], args.oracle_clusters, amp[k])
 
     def predict(k: str, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        use(k)
         with bench.autocast(bench.model_device(segs[k]), amp[k]):
             return bench.infer(segs[k], images, masks, args.oracle_clusters)
 
     seconds: dict[str, list[float]] = {"A": [], "B": []}
     memory = {}
-    try:
-        for k in ("A", "B"):  # warm-up
+    for k in ("A", "B"):  # warm-up
+        timed_pass(k)
+    for r in range(args.repeats):
+        for k in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            seconds[k].append(timed_pass(k))
+    for k in ("A", "B"):
+        with bench.peak_memory(bench.model_device(segs[k])) as mem:
             timed_pass(k)
-        for r in range(args.repeats):
-            for k in ("A", "B") if r % 2 == 0 else ("B", "A"):
-                seconds[k].append(timed_pass(k))
-        for k in ("A", "B"):
-            with bench.peak_memory(bench.model_device(segs[k])) as mem:
-                timed_pass(k)
-            memory[k] = mem["peak_mib"]
-        agree = agreement(predict, batches)
-    finally:
-        use("B")  # B's switches are the process defaults
+        memory[k] = mem["peak_mib"]
+    agree = agreement(predict, batches)
     stats = {k: bench.summarise_runs(seconds[k], n) for k in segs}
 
     names = {"A": Path(args.config_a).stem, "B": Path(args.config_b).stem}
@@ -165,9 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
               "flop_ratio": flop_ratio, "speedup": speedup, "efficiency": speedup / flop_ratio,
               "paired_speedup": paired, "paired_efficiency": paired / flop_ratio,
               "batch_size": {"A": args.batch_size, "B": batch_b}, "amp": amp, "oracle_clusters": args.oracle_clusters,
-              "threads": torch.get_num_threads(), "device": args.device, "onednn_fp32_linear": onednn,
-              "prepacked": prepacked, "per_head_attention": per_head,
-              "official_form": official}
+              "threads": torch.get_num_threads(), "device": args.device, "kernels": kernels}
     if args.work_dir:
         write_json_atomic(Path(args.work_dir) / "benchmark.json", result)
     print(f"a_img_s={a_ips:.4f} b_img_s={b_ips:.4f} flop_ratio={flop_ratio:.4f} speedup={speedup:.4f} "

@@ -1,98 +1,142 @@
-"""Scaled dot-product attention, with faster CPU inference paths for full-length sequences.
+"""Attention over packed variable-length sequences, as one operation.
 
-PyTorch's fused CPU kernel runs its matmuls through the BLAS (MKL for float32) and reaches 156-181
-GFLOP/s at 1025 tokens in float32, and no more in bfloat16, on this project's 2-thread CI hosts, while
-oneDNN's matmuls run at the host's peak (float32 218-490 GFLOP/s, bfloat16 twice that, depending on
-the host). So CPU inference computes attention head by head, as two oneDNN matmuls around a softmax
-whose (l, l) map fits in the last-level cache, where that was measured to be faster
-(``tools/bench_kernels.py --tokens ...``; docs/BENCHMARKS.md):
+ClustViT's reduced sequences have different lengths per image. They are packed along one token axis
+(no padding in the linear layers) and described by ``cu_seqlens``, an int tensor of cumulative offsets
+``[0, l_0, l_0 + l_1, ..., T]``; sequences never attend to each other.
 
-* bfloat16, 256-2048 tokens: 1.2-1.6x the fused kernel at 257 tokens, 1.5-2.7x from 385 to 2049;
-* float32, 385-2048 tokens: 1.3x at 385, 1.4-1.5x from 513 to 2049 (1.0x at 257; 0.5x at 3073, where
-  a head's 38 MB float32 map outgrows the 32 MB last-level cache).
+:func:`packed_attention` takes the packed ``(T, 3C)`` qkv projection and the offsets *as a tensor*, so
+that no Python list of lengths (a host synchronisation on a GPU) is needed. Its upper bound on a
+sequence's length, ``max_seqlen``, is known without the data (``1 + N + K`` for ClustViT).
 
-Shorter sequences (ClustViT's merged ones) and longer ones keep the fused kernel, and so do autograd,
-GPUs and compiled or exported graphs.
+Per device (one ``torch.library`` custom op, so ``torch.compile`` sees a single opaque op):
 
-Numerics: float32 head by head is exact softmax attention in float32, as close to a float64 reference
-as the fused kernel (tested). In bfloat16 the logits are rounded to bfloat16 before the softmax, as in
-explicit attention under autocast (the official implementation's form); that doubles the attention
-output's deviation from a float64 reference, and through a trained model the predictions agree with
-float32 as often as the fused kernel's do (docs/BENCHMARKS.md, "Numerics").
-``DYNSEG_FUSED_ATTENTION=1`` keeps the fused kernel everywhere.
+* CPU: one ``F.scaled_dot_product_attention`` per sequence (the offsets are read on the host, where
+  that costs nothing); sequences of equal length run as one batch.
+* CUDA, float16 / bfloat16: PyTorch's fused variable-length kernel
+  (``torch.nn.attention.varlen.varlen_attn``) where this torch has it;
+* anything else (CUDA float32, older torch): :func:`padded_attention`, every sequence padded to
+  ``max_seqlen`` with the padding masked out, entirely on the device.
+
+With autograd recording the same choice runs inline, as differentiable PyTorch.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-from .linear import HAS_ONEDNN_LINEAR, onednn_linear
-
-# Sequence lengths (inclusive) where head by head beats the fused CPU kernel, per dtype (sweeps of
-# tools/bench_kernels.py --tokens on two hosts: bfloat16 0.7x at 129 tokens, 1.2-1.6x at 257, 1.5-2.7x
-# from 385 to 2049, 0.8-0.9x at 4097 on the slower host; float32 1.0x at 257, 1.3x at 385, 1.4-1.5x
-# from 513 to 2049, 0.5x at 3073).
-PER_HEAD_RANGE: dict[torch.dtype, tuple[int, int]] = {torch.bfloat16: (256, 2048)}
-if HAS_ONEDNN_LINEAR:  # float32 needs oneDNN's matmul: torch.matmul sends float32 to MKL, no faster than fused
-    PER_HEAD_RANGE[torch.float32] = (385, 2048)
-# Module-level switch (False: the fused kernel everywhere), so one process can time both paths.
-PER_HEAD = os.environ.get("DYNSEG_FUSED_ATTENTION") != "1"
 
 
-def _per_head_applies(q: Tensor) -> bool:
-    """CPU inference in eager mode (no autograd, autocast of float32, tracing, compile, export or
-    dispatch mode) at a length where head by head is faster for q's dtype."""
-    span = PER_HEAD_RANGE.get(q.dtype)
-    return (
-        PER_HEAD
-        and span is not None
-        and q.device.type == "cpu"
-        and not torch.is_grad_enabled()
-        and not (q.dtype == torch.float32 and torch.is_autocast_enabled("cpu"))
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and _get_current_dispatch_mode() is None
-        # Last: under export the length is symbolic, and the checks above have already said no.
-        and span[0] <= q.shape[-2] <= span[1]
-    )
+def split_heads(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(..., L, 3C) packed projection (``nn.MultiheadAttention`` order) -> q, k, v (..., h, L, d) views."""
+    *lead, L, C3 = qkv.shape
+    d = C3 // (3 * num_heads)
+    q, k, v = qkv.reshape(*lead, L, 3, num_heads, d).movedim(-3, 0).transpose(-2, -3)
+    return q, k, v
 
 
-def per_head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(q k^T / sqrt(d)) v one (sequence, head) pair at a time.
+def merge_heads(out: Tensor) -> Tensor:
+    """(..., h, L, d) -> (..., L, h*d)."""
+    return out.transpose(-2, -3).flatten(-2)
 
-    float32 runs its two matmuls as oneDNN inner products (q k^T is q against k as weights; p v is p
-    against v^T); bfloat16 through ``torch.matmul``, which already goes to oneDNN.
+
+def token_positions(cu_seqlens: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """Sequence index and position inside it of every packed token.
 
     Args:
-        q, k, v: (n, h, l, d), any strides (typically views into one packed qkv projection).
+        cu_seqlens: (n+1,) cumulative offsets.
+        total: T, the packed length.
 
     Returns:
-        (n, h, l, d) contiguous, in q's dtype.
+        seq (T,) and pos (T,), int64.
     """
-    n, h, _, d = q.shape
-    q = q * d**-0.5  # scale once, on the (n, h, l, d) queries rather than on every (l, l) map
-    out = v.new_empty(q.shape)
-    if q.dtype == torch.float32:
-        k, vt = k.contiguous(), v.transpose(-1, -2).contiguous()  # oneDNN weights: (l, d) and (d, l) rows
-        for b in range(n):
-            for i in range(h):
-                logits = onednn_linear(q[b, i], k[b, i])  # (l, l)
-                out[b, i] = onednn_linear(logits.softmax(-1), vt[b, i])  # (l, d)
-        return out
-    for b in range(n):
-        for i in range(h):
-            logits = q[b, i] @ k[b, i].transpose(0, 1)  # (l, l)
-            torch.matmul(logits.softmax(-1), v[b, i], out=out[b, i])  # (l, d)
-    return out
+    t = torch.arange(total, device=cu_seqlens.device)
+    seq = torch.searchsorted(cu_seqlens[1:].to(torch.long), t, right=True)  # (T,)
+    return seq, t - cu_seqlens.to(torch.long)[seq]
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Multi-head attention without a mask: (n, h, l, d) q, k, v -> (n, h, l, d)."""
-    if _per_head_applies(q):
-        return per_head_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
+def padded_attention(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int) -> Tensor:
+    """Packed attention by padding every sequence to ``max_seqlen`` (keys masked): no host sync.
+
+    Args:
+        qkv: (T, 3C).
+        cu_seqlens: (n+1,) int offsets, ``cu_seqlens[-1] == T``.
+        max_seqlen: an upper bound on every sequence's length.
+
+    Returns:
+        (T, C).
+    """
+    T, C3 = qkv.shape
+    n = cu_seqlens.shape[0] - 1
+    seq, pos = token_positions(cu_seqlens, T)
+    padded = qkv.new_zeros(n, max_seqlen, C3).index_put((seq, pos), qkv)  # (n, M, 3C)
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.long)  # (n,)
+    valid = torch.arange(max_seqlen, device=qkv.device) < lengths[:, None]  # (n, M)
+    q, k, v = split_heads(padded, num_heads)  # 3 x (n, h, M, d)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])  # (n, h, M, d)
+    return merge_heads(out)[seq, pos]  # (T, C)
+
+
+def sequence_attention(qkv: Tensor, lengths: list[int], num_heads: int) -> Tensor:
+    """Packed attention one sequence at a time from host-side ``lengths``: (T, 3C) -> (T, C)."""
+    if len(set(lengths)) == 1:  # equal lengths reshape to a batch for free
+        q, k, v = split_heads(qkv.reshape(len(lengths), lengths[0], -1), num_heads)
+        return merge_heads(F.scaled_dot_product_attention(q, k, v)).reshape(qkv.shape[0], -1)
+    outs = []
+    for part in qkv.split(lengths):  # (l, 3C)
+        q, k, v = split_heads(part, num_heads)  # 3 x (h, l, d)
+        outs.append(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+    return torch.cat(outs)
+
+
+def packed_attention_impl(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int) -> Tensor:
+    """The per-device choice of :func:`packed_attention` (differentiable PyTorch on every path)."""
+    if qkv.device.type == "cpu":
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # host memory already: no sync
+        return sequence_attention(qkv, lengths, num_heads)
+    varlen_attn = _varlen_attn() if qkv.dtype in (torch.float16, torch.bfloat16) else None
+    if qkv.device.type != "cuda" or varlen_attn is None:
+        return padded_attention(qkv, cu_seqlens, max_seqlen, num_heads)
+    T, C3 = qkv.shape
+    q, k, v = qkv.view(T, 3, num_heads, C3 // (3 * num_heads)).unbind(1)  # 3 x (T, h, d)
+    cu = cu_seqlens.to(torch.int32)
+    return varlen_attn(q, k, v, cu, cu, max_seqlen, max_seqlen).reshape(T, C3 // 3)  # (T, C)
+
+
+def _varlen_attn():
+    """PyTorch's fused variable-length attention (torch >= 2.10), or None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+@torch.library.custom_op("dynseg::packed_attention", mutates_args=())
+def _packed_attention_op(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int) -> Tensor:
+    return packed_attention_impl(qkv, cu_seqlens, max_seqlen, num_heads)
+
+
+@_packed_attention_op.register_fake
+def _packed_attention_fake(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int) -> Tensor:
+    return qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)
+
+
+def packed_attention(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int) -> Tensor:
+    """Self-attention of packed sequences that never attend to each other.
+
+    Inference calls one custom op (opaque to ``torch.compile``, so the CPU path's host-side read of
+    the offsets is no graph break); with autograd recording, its differentiable body runs inline.
+
+    Args:
+        qkv: (T, 3C) packed in-projection (q, k, v, each head-major as ``nn.MultiheadAttention``).
+        cu_seqlens: (n+1,) integer offsets of the n sequences along T (0 first, T last).
+        max_seqlen: upper bound on any sequence's length (need not be tight).
+        num_heads: h.
+
+    Returns:
+        (T, C), in qkv's dtype.
+    """
+    if torch.is_grad_enabled() and qkv.requires_grad:
+        return packed_attention_impl(qkv, cu_seqlens, max_seqlen, num_heads)
+    return _packed_attention_op(qkv, cu_seqlens, max_seqlen, num_heads)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .merging import merge, plan_merge, regenerate
-from .vit import VIT_SIZES, BackboneOutput, Mlp, VisionTransformer, ordered, to_map
+from .vit import VIT_SIZES, BackboneOutput, Mlp, Packing, VisionTransformer, ordered, to_map
 
 
 class ClustViT(VisionTransformer):
@@ -37,8 +37,9 @@ class ClustViT(VisionTransformer):
         cluster_mlp_size: int = 3072,
     ) -> None:
         super().__init__(
-            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, out_indices, final_norm,
-            drop_path_rate,
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, out_indices=out_indices, final_norm=final_norm,
+            drop_path_rate=drop_path_rate,
         )
         if num_clusters < 1:
             raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
@@ -86,11 +87,12 @@ class ClustViT(VisionTransformer):
         # the graph keeps the data-dependent path instead of branching on the data.
         merging = torch.compiler.is_exporting() or plan.any_reduced
         y = merge(x, plan) if merging else x  # (1, T, C) packed, or (B, 1+N, C) untouched
-        # One image packs into one plain sequence: no per-sequence attention loop needed (nor Python lengths).
-        seqlens, segments = (plan.seqlens, plan.segments) if merging and B > 1 else (None, None)
+        packing = None  # one image packs into one plain sequence
+        if merging and B > 1:
+            packing = Packing(plan.cu_seqlens, plan.max_seqlen, plan.segments() if self.training else None)
 
         for i in range(ip, self.depth):
-            y = self.blocks[i](y, seqlens, segments)
+            y = self.blocks[i](y, packing)
             blocks_out.append(y)
             if i in self.out_indices or i == last:
                 full = regenerate(y, x_inj, plan, self.regenerator) if merging else y  # (B, 1+N, C)

@@ -9,12 +9,16 @@ Per image (the official single-image rule, applied to each image on its own):
 The reduced sequences of a batch are *packed* along one token axis (no padding): the linear layers,
 most of the FLOPs, run on exactly the tokens that exist, and attention runs per sequence. An image's
 result therefore never depends on what else is in the batch.
+
+Host synchronisation: building a plan reads two numbers on the host, once (the packed length T and
+the number of merged tokens P, which size the outputs). Everything else, the per-image lengths
+included, stays a device tensor: every index is computed by scatter / cumsum, never by boolean
+indexing, and cluster means are a batched matmul with a one-hot membership (no atomics on a GPU).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -26,23 +30,41 @@ class MergePlan:
 
     num_clusters: int
     shape: tuple[int, int]  # (B, L)
+    total: int  # T
+    num_merged: int  # P, merged patch tokens over the batch (0: no image is reduced)
     reduced: Tensor  # (B,) bool: image b is reduced
     lengths: Tensor  # (B,) length of every image's sequence
-    segments: Tensor  # (T,) image index of every packed token (per-image stochastic depth)
+    cu_seqlens: Tensor  # (B+1,) int32 offsets of the images' sequences along T
+    members: Tensor  # (B, K, L) bool: token l of image b is merged into cluster k
     src_index: Tensor  # (T,) packed token -> row of the bank [x.flatten(0, 1); cluster means]
     merged_pos: Tensor  # (P,) flat positions (into B*L) of the merged patch tokens
-    merged_slot: Tensor  # (P,) their cluster slot b*K + (id - 1)
-    slot_count: Tensor  # (B*K,) members per cluster slot (0 = empty cluster)
     gather_index: Tensor  # (B*L,) packed position holding each token's value (its own, or its cluster's)
 
     @property
     def any_reduced(self) -> bool:
-        return bool(self.reduced.any())
+        return self.num_merged > 0
 
-    @cached_property
-    def seqlens(self) -> list[int]:
-        """``lengths`` as Python ints (they size the attention loop); read once, only when needed."""
-        return self.lengths.tolist()
+    @property
+    def max_seqlen(self) -> int:
+        """An upper bound on every packed sequence's length, known without the data: 1 + N + K."""
+        return self.shape[1] + self.num_clusters
+
+    def segments(self) -> Tensor:
+        """(T,) image index of every packed token (per-image stochastic depth)."""
+        B = self.shape[0]
+        return torch.repeat_interleave(torch.arange(B, device=self.lengths.device), self.lengths, output_size=self.total)
+
+
+def positions(mask: Tensor, count: int) -> Tensor:
+    """Indices of the True entries of a 1-D bool ``mask``, in order, given how many there are.
+
+    ``mask.nonzero()`` would read that count on the host; here it comes from the caller, so this is
+    a cumsum and a scatter. Every False entry writes to one spare slot, dropped at the end.
+    """
+    rank = torch.cumsum(mask, 0) - 1
+    slot = torch.where(mask, rank, count)
+    out = torch.empty(count + 1, dtype=torch.long, device=mask.device)
+    return out.scatter_(0, slot, torch.arange(mask.numel(), device=mask.device))[:count]
 
 
 def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
@@ -51,73 +73,75 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     Args:
         ids: (B, N) int64 cluster id of every patch token; 0 = keep, 1..K = merge into cluster id.
         num_clusters: K.
+
+    Raises:
+        ValueError: an id outside [0, K] (checked on the same host read as the sizes).
     """
     B, N = ids.shape
     K, L, dev = num_clusters, N + 1, ids.device
-    # Skipped under torch.export: a data-dependent check cannot be traced (the ids are arg-maxes there).
-    if ids.numel() and not torch.compiler.is_exporting() and (int(ids.min()) < 0 or int(ids.max()) > K):
-        raise ValueError(f"cluster ids must lie in [0, {K}], got [{int(ids.min())}, {int(ids.max())}]")
     # An image is reduced iff its tokens carry more than one distinct id.
     reduced = (ids != ids[:, :1]).any(dim=1)  # (B,)
     keep = torch.ones(B, L, dtype=torch.bool, device=dev)
     keep[:, 1:] = (ids == 0) | ~reduced[:, None]  # (B, L): cls always, all tokens of unreduced images
     n_copy = keep.sum(1)  # (B,)
-    seqlens_t = n_copy + K * reduced  # (B,)
-    offsets = torch.cumsum(seqlens_t, 0) - seqlens_t  # (B,) start of each image in the packed axis
-    T = seqlens_t.sum().item()  # .item(), not int(): traceable as an unbacked size under torch.export
-    if torch.compiler.is_exporting():  # (only then: torch._check's first call imports the symbolic-shape machinery)
-        torch._check(T >= B)  # every image keeps at least its cls token: tells the tracer T is a non-empty size
-
-    # Packed position of every kept token: image offset + rank among the image's kept tokens.
-    rank = torch.cumsum(keep, 1) - 1  # (B, L)
-    packed_pos = offsets[:, None] + rank  # (B, L), valid where keep
-    flat = torch.arange(B * L, device=dev).view(B, L)
-    src_index = torch.empty(T, dtype=torch.long, device=dev)
-    src_index[packed_pos[keep]] = flat[keep]
-
-    # Cluster tokens sit after the kept tokens of reduced images; they read the means bank.
-    b_red = reduced.nonzero().flatten()  # (R,)
-    j = torch.arange(K, device=dev)
-    cluster_packed = (offsets + n_copy)[b_red, None] + j  # (R, K)
-    src_index[cluster_packed.flatten()] = B * L + (b_red[:, None] * K + j).flatten()
-
+    lengths = n_copy + K * reduced  # (B,)
+    offsets = torch.cumsum(lengths, 0) - lengths  # (B,) start of each image in the packed axis
     merged = ~keep  # (B, L); False for the cls column
-    merged_pos = flat[merged]  # (P,)
-    b_of = merged_pos // L
-    merged_slot = b_of * K + ids.view(B, N)[merged[:, 1:]] - 1  # (P,)
-    if use_membership_matmul(dev):
-        slot_count = members(merged_slot, B * K).sum(1)  # (B*K,); not bincount: its size would depend on the data
-    else:
-        slot_count = torch.bincount(merged_slot, minlength=B * K)  # (B*K,)
 
-    gather_index = packed_pos.flatten().clone()  # (B*L,)
-    gather_index[merged_pos] = (offsets + n_copy)[b_of] + (merged_slot - b_of * K)
-    segments = torch.repeat_interleave(torch.arange(B, device=dev), seqlens_t)  # (T,)
+    # The one host read: the sizes of the outputs (and the id range, for free).
+    if ids.numel():
+        sizes = torch.stack([lengths.sum(), merged.sum(), ids.min(), ids.max()])
+    else:
+        sizes = torch.stack([lengths.sum(), merged.sum(), ids.new_zeros(()), ids.new_zeros(())])
+    T, P, lo, hi = sizes.tolist()  # (under torch.export: unbacked sizes, and the ids are arg-maxes)
+    if torch.compiler.is_exporting():
+        # Tell the tracer what holds for the unbacked sizes: every image keeps at least its cls token.
+        torch._check(T >= B)
+        torch._check(P >= 0)
+    elif lo < 0 or hi > K:
+        raise ValueError(f"cluster ids must lie in [0, {K}], got [{lo}, {hi}]")
+
+    # Packed position of every token: kept ones at image offset + rank among the image's kept tokens,
+    # merged ones at their cluster's token, which sits after the image's kept tokens.
+    rank = torch.cumsum(keep, 1) - 1  # (B, L)
+    full_ids = torch.cat([ids.new_zeros(B, 1), ids], 1)  # (B, L), cls id 0
+    cluster_pos = (offsets + n_copy)[:, None] + full_ids - 1  # (B, L), valid where merged
+    packed_pos = offsets[:, None] + rank  # (B, L), valid where keep
+    gather_index = torch.where(keep, packed_pos, cluster_pos).flatten()  # (B*L,)
+
+    # Source row of every packed token: tokens copy their row of x, cluster tokens read the means bank.
+    flat = torch.arange(B * L, device=dev)
+    src_index = torch.empty(T + 1, dtype=torch.long, device=dev)  # slot T: spare, for the writes to drop
+    src_index.scatter_(0, torch.where(keep.flatten(), packed_pos.flatten(), T), flat)
+    j = torch.arange(K, device=dev)
+    cluster_slots = torch.where(reduced[:, None], (offsets + n_copy)[:, None] + j, T)  # (B, K)
+    src_index.scatter_(0, cluster_slots.flatten(), B * L + torch.arange(B * K, device=dev))
+
+    members = merged[:, None, :] & (full_ids[:, None, :] == j[None, :, None] + 1)  # (B, K, L)
+    cu_seqlens = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)]).to(torch.int32)  # (B+1,)
     return MergePlan(
-        K, (B, L), reduced, seqlens_t, segments, src_index, merged_pos, merged_slot, slot_count, gather_index
+        K, (B, L), T, P, reduced, lengths, cu_seqlens, members, src_index[:T], positions(merged.flatten(), P),
+        gather_index,
     )
 
 
-def use_membership_matmul(device: torch.device) -> bool:
-    """Cluster sums as a membership-matrix matmul (export, GPU) or an ``index_add`` (eager CPU).
+def cluster_means(x: Tensor, members: Tensor) -> Tensor:
+    """Mean token of every cluster (an empty cluster gives zeros).
 
-    The matmul has no atomics, so it is deterministic on GPU, and it exports without a ScatterND-add
-    (onnxruntime's multi-threaded kernel loses updates on repeated indices). On CPU its skinny
-    (B*K, P) x (P, C) GEMM is slow: at batch 8 of 512² images ``index_add`` is ~8x faster.
+    A batched matmul with the one-hot membership: deterministic on every device (no scatter-add
+    atomics), exported as a plain MatMul, and computed in x's own dtype even under autocast.
+
+    Args:
+        x: (B, L, C).
+        members: (B, K, L) bool.
+
+    Returns:
+        (B, K, C).
     """
-    return torch.compiler.is_exporting() or device.type != "cpu"
-
-
-def members(slots: Tensor, num_slots: int) -> Tensor:
-    """(num_slots, P) bool: token p belongs to cluster slot s."""
-    return slots[None, :] == torch.arange(num_slots, device=slots.device)[:, None]
-
-
-def cluster_sums(tokens: Tensor, slots: Tensor, num_slots: int) -> Tensor:
-    """Sum the rows of ``tokens`` (P, C) into ``num_slots`` slots given by ``slots`` (P,) -> (num_slots, C)."""
-    if use_membership_matmul(tokens.device):
-        return members(slots, num_slots).to(tokens.dtype) @ tokens
-    return tokens.new_zeros(num_slots, tokens.shape[1]).index_add_(0, slots, tokens)
+    with torch.autocast(x.device.type, enabled=False):
+        sums = torch.bmm(members.to(x.dtype), x)  # (B, K, C)
+    count = members.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)  # (B, K, 1)
+    return sums / count
 
 
 def merge(x: Tensor, plan: MergePlan) -> Tensor:
@@ -130,10 +154,7 @@ def merge(x: Tensor, plan: MergePlan) -> Tensor:
         (1, T, C) packed [cls, kept..., cluster means...] of every image.
     """
     B, L, C = x.shape
-    flat = x.reshape(B * L, C)
-    sums = cluster_sums(flat[plan.merged_pos], plan.merged_slot, B * plan.num_clusters)  # (B*K, C)
-    means = sums / plan.slot_count.clamp(min=1).to(flat.dtype)[:, None]  # empty cluster -> zero token
-    bank = torch.cat([flat, means])  # (B*L + B*K, C)
+    bank = torch.cat([x.reshape(B * L, C), cluster_means(x, plan.members).reshape(-1, C)])  # (B*L + B*K, C)
     return bank[plan.src_index][None]  # (1, T, C)
 
 

@@ -97,18 +97,15 @@ class Segmentor(nn.Module):
     def slide_logits(self, images: Tensor, masks: Tensor | None = None, oracle: bool = False) -> Tensor:
         """Overlapping crops (mmseg's grid), run as one batch per image, averaged where they overlap.
 
-        The stitching is memory-bound: a 150-class ADE20K image is a 210 MB canvas, and each window's
-        upsampled logits another 157 MB. Upsampling 16 classes at a time into one reused buffer and
-        dividing in place avoids allocating (and page-faulting) fresh memory: the stitching of a
-        2-window ADE20K image went from 322 to 158 ms on the 2-thread CI host. Upsampling is per
-        class, so the numbers are identical.
+        The stitching is memory-bound (a 150-class ADE20K canvas is 210 MB): each window's logits are
+        upsampled a few classes at a time, so no window's full-resolution logits exist at once, and
+        the sum is divided in place. Upsampling is per class, so the numbers do not depend on it.
         """
         B, _, H, W = images.shape
         (ch, cw), (sh, sw) = self.crop_size, self.stride
         boxes = sliding_windows(H, W, ch, cw, sh, sw)
         out = images.new_zeros(B, self.num_classes, H, W, dtype=torch.float32)
         count = images.new_zeros(1, 1, H, W, dtype=torch.float32)
-        buf = images.new_empty(1, min(_STITCH_CLASSES, self.num_classes), min(ch, H), min(cw, W), dtype=torch.float32)
         for b in range(B):
             # Every window of an image has the same size, so the windows stack into one batch.
             crops = torch.stack([images[b, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
@@ -117,19 +114,14 @@ class Segmentor(nn.Module):
             for i, (y1, y2, x1, x2) in enumerate(boxes):
                 for c in range(0, self.num_classes, _STITCH_CLASSES):
                     part = logits[i : i + 1, c : c + _STITCH_CLASSES]  # (1, <=16, h', w')
-                    if part.requires_grad:  # out= variants have no autograd
-                        up = F.interpolate(part, crops.shape[2:], mode="bilinear", align_corners=False)
-                    else:
-                        up = buf[:, : part.shape[1]]  # (1, <=16, h, w), reused: no fresh pages per window
-                        torch.ops.aten.upsample_bilinear2d.out(part, crops.shape[2:], False, None, None, out=up)
+                    up = F.interpolate(part, crops.shape[2:], mode="bilinear", align_corners=False)  # (1, <=16, h, w)
                     out[b, c : c + _STITCH_CLASSES, y1:y2, x1:x2] += up[0]
         for y1, y2, x1, x2 in boxes:
             count[..., y1:y2, x1:x2] += 1
         return out.div_(count)
 
 
-# Classes upsampled at a time when stitching windows (16 x 512 x 512 floats = 16 MB buffer); 8-32
-# measured within noise of each other, 75 or all 150 clearly slower.
+# Classes upsampled at a time when stitching windows (16 x 512 x 512 floats = 16 MB at a time).
 _STITCH_CLASSES = 16
 
 

@@ -14,9 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import official_form
-from .attention import attention
-from .linear import Linear
+from .attention import merge_heads, packed_attention, split_heads
 
 
 @dataclass
@@ -31,21 +29,30 @@ class BackboneOutput:
     extra: dict = field(default_factory=dict)  # backbone-specific extras (debug tensors, CTS policy)
 
 
-def drop_path(x: Tensor, p: float, training: bool, segments: Tensor | None = None) -> Tensor:
+@dataclass
+class Packing:
+    """How independent sequences are packed along one token axis (see ``models.attention``)."""
+
+    cu_seqlens: Tensor  # (n+1,) int offsets of the n sequences
+    max_seqlen: int  # upper bound on any sequence's length
+    segments: Tensor | None = None  # (T,) sequence index of every token (stochastic depth in training)
+
+
+def drop_path(x: Tensor, p: float, training: bool, packing: Packing | None = None) -> Tensor:
     """Stochastic depth: zero the residual branch of whole samples with probability ``p``.
 
     Args:
-        x: (B, L, C) residual branch, or (1, T, C) packed sequences when ``segments`` is given.
-        segments: (T,) image index of every packed token, so a packed image is dropped as a whole.
+        x: (B, L, C) residual branch, or (1, T, C) packed sequences described by ``packing``, in which
+            case a packed sequence (an image) is dropped as a whole.
     """
     if p == 0.0 or not training:
         return x
     keep = 1.0 - p
-    if segments is None:
+    if packing is None:
         mask = x.new_empty(x.shape[0], 1, 1).bernoulli_(keep)  # (B, 1, 1)
     else:
-        per_image = x.new_empty(int(segments.max()) + 1).bernoulli_(keep)
-        mask = per_image[segments][None, :, None]  # (1, T, 1)
+        per_image = x.new_empty(packing.cu_seqlens.shape[0] - 1).bernoulli_(keep)  # (n,)
+        mask = per_image[packing.segments][None, :, None]  # (1, T, 1)
     return x * mask / keep
 
 
@@ -57,34 +64,30 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = Linear(dim, dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, seqlens: Sequence[int] | None = None) -> Tensor:
+    def forward(self, x: Tensor, packing: Packing | None = None) -> Tensor:
         """Args:
-            x: (B, L, C); or (1, T, C) with ``seqlens`` = lengths of independent sequences packed along T.
+            x: (B, L, C); or (1, T, C) independent sequences packed along T as ``packing`` says.
 
         Returns:
             (B, L, C) or (1, T, C). Packed sequences never attend to each other.
         """
-        B, L, C = x.shape
-        h = self.num_heads
         qkv = self.qkv(x)  # (B, L, 3C)
-        if seqlens is None or len(set(seqlens)) == 1:
-            # Dense path (also packed sequences of equal length, which reshape to a batch for free).
-            n = B if seqlens is None else len(seqlens)
-            q, k, v = qkv.reshape(n, -1, 3, h, C // h).permute(2, 0, 3, 1, 4)  # 3 x (n, h, l, hd)
-            out = attention(q, k, v)  # (n, h, l, hd)
-            out = out.transpose(1, 2).reshape(B, L, C)
+        if packing is None:
+            out = merge_heads(self.attend(*split_heads(qkv, self.num_heads)))  # (B, L, C)
         else:
-            # Variable lengths: the linear layers run on all tokens at once (no padding waste);
-            # only attention, a small share of the FLOPs, loops over the sequences.
-            outs = []
-            for part in qkv[0].split(list(seqlens)):  # (l, 3C)
-                q, k, v = part.reshape(1, -1, 3, h, C // h).permute(2, 0, 3, 1, 4)  # 3 x (1, h, l, hd)
-                outs.append(attention(q, k, v).transpose(1, 2).reshape(-1, C))
-            out = torch.cat(outs)[None]  # (1, T, C)
+            out = self.attend_packed(qkv[0], packing.cu_seqlens, packing.max_seqlen)[None]  # (1, T, C)
         return self.proj(out)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """softmax(q k^T / sqrt(d)) v: (n, h, l, d) -> (n, h, l, d)."""
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def attend_packed(self, qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
+        """(T, 3C) packed sequences -> (T, C) (``models.attention.packed_attention``)."""
+        return packed_attention(qkv, cu_seqlens, max_seqlen, self.num_heads)
 
 
 class Mlp(nn.Module):
@@ -94,9 +97,9 @@ class Mlp(nn.Module):
         self, dim: int, hidden: int, out_dim: int | None = None, act: type[nn.Module] = nn.GELU
     ) -> None:
         super().__init__()
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = act()
-        self.fc2 = Linear(hidden, out_dim or dim)
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -121,16 +124,12 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = drop_path
 
-    def forward(
-        self, x: Tensor, seqlens: Sequence[int] | None = None, segments: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, packing: Packing | None = None) -> Tensor:
         """Args:
-            x: (B, L, C), or (1, T, C) packed with ``seqlens`` (and ``segments`` (T,) for stochastic depth).
+            x: (B, L, C), or (1, T, C) packed sequences described by ``packing``.
         """
-        if official_form.ENABLED and not self.training:  # the official code's kernels, for timing against it
-            return official_form.block_forward(self, x, seqlens)
-        x = x + drop_path(self.attn(self.norm1(x), seqlens), self.drop_path, self.training, segments)
-        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training, segments)
+        x = x + drop_path(self.attn(self.norm1(x), packing), self.drop_path, self.training, packing)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training, packing)
         return x
 
 
@@ -291,6 +290,7 @@ __all__ = [
     "BackboneOutput",
     "Block",
     "Mlp",
+    "Packing",
     "PatchEmbed",
     "VisionTransformer",
     "resample_pos_embed",

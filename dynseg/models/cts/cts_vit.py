@@ -57,9 +57,10 @@ class CTSViT(VisionTransformer):
                 checkpoint). None keeps a randomly initialised policy (tests; weights loaded later).
         """
         super().__init__(
-            img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
-            out_indices, final_norm, drop_path_rate,
-        )  # fmt: skip
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, out_indices=out_indices, final_norm=final_norm,
+            drop_path_rate=drop_path_rate,
+        )
         shared_budget(self.grid, num_shared, self.grid)  # validates num_shared against img_size
         self.num_shared = num_shared
         self.policy_net = PolicyNet.from_pretrained(policy_weights) if policy_weights else PolicyNet(in_chans)

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..linear import Linear
 from ..vit import Block
 
 
@@ -29,14 +28,14 @@ class MaskTransformerHead(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.dec_proj = Linear(in_channels, embed_dim)
+        self.dec_proj = nn.Linear(in_channels, embed_dim)
         self.cls_emb = nn.Parameter(torch.randn(1, num_classes, embed_dim) * 0.02)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # as torch.linspace
         # The decoder's LayerNorms use torch's default eps (1e-5), unlike the backbone's 1e-6.
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, drop_path=r, norm_eps=1e-5) for r in rates)
         self.decoder_norm = nn.LayerNorm(embed_dim)
-        self.patch_proj = Linear(embed_dim, embed_dim, bias=False)
-        self.classes_proj = Linear(embed_dim, embed_dim, bias=False)
+        self.patch_proj = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.classes_proj = nn.Linear(embed_dim, embed_dim, bias=False)
         self.mask_norm = nn.LayerNorm(num_classes)
         self.dropout = nn.Dropout(dropout)
 

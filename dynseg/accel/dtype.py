@@ -1,0 +1,24 @@
+"""Mixed-precision inference: store matmul weights in the autocast dtype once, not once per forward."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The ``--amp`` dtype: bfloat16 on CPU (avx512_bf16 / AMX kernels), float16 on CUDA."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+
+
+def cast_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast Linear/Conv weights to ``dtype`` in place; norms, embeddings and buffers stay float32.
+
+    Autocast casts every float32 weight to the low-precision dtype on *every* forward (for ViT-B, 86M
+    parameters copied per image); weights already in the autocast dtype are used as they are. Run the
+    model under ``torch.autocast`` afterwards (inference only: training keeps float32 master weights).
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.to(dtype)
+    return model

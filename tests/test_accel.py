@@ -1,0 +1,193 @@
+"""dynseg.accel: the optional speed layer over the plain model (kernels, weight casts, the plain fallback)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_models import tiny_cfg
+from torch.utils.flop_counter import FlopCounterMode
+
+from dynseg.accel import accelerate, cast_weights, cpu, describe, plain
+from dynseg.models.build import build_segmentor
+from dynseg.models.vit import Attention
+
+REPO = Path(__file__).resolve().parents[1]
+ONEDNN = cpu.onednn_available()
+needs_onednn = pytest.mark.skipif(not ONEDNN, reason="this torch build has no oneDNN inner product")
+
+
+def test_models_use_public_pytorch_only():
+    """The model files read no environment, call no private torch API and hold no module-level switch."""
+    banned = re.compile(r"os\.environ|getenv|torch\.ops\.|torch\._C|_python_dispatch|^[A-Z_]+ = (True|False)\b", re.M)
+    hits = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in sorted((REPO / "dynseg" / "models").rglob("*.py"))
+            for m in banned.finditer(p.read_text())]
+    assert hits == []
+
+
+def test_model_runs_and_accelerate_installs_nothing_without_the_private_ops():
+    """A torch build without oneDNN (simulated in a fresh interpreter): the model imports, accelerate
+    installs no kernel, and the result is the plain model's."""
+    code = """
+import torch
+torch.backends.mkldnn.is_available = lambda: False  # as on a build without oneDNN
+from dynseg.accel import accelerate, describe
+from dynseg.models.build import build_segmentor
+from test_models import tiny_cfg
+torch.manual_seed(0)
+seg = build_segmentor(tiny_cfg()).eval()
+x = torch.rand(2, 3, 64, 64) * 255
+with torch.no_grad():
+    ref = seg.predict_logits(x)
+    accelerate(seg, "cpu")
+    assert describe(seg) == {"onednn_linear": 0, "head_by_head_attention": 0}, describe(seg)
+    assert torch.equal(seg.predict_logits(x), ref)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests", capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@needs_onednn
+def test_accelerate_keeps_parameters_and_keys_and_plain_undoes_it():
+    torch.manual_seed(0)
+    seg = build_segmentor(tiny_cfg()).eval()
+    keys, params = list(seg.state_dict()), [p.data_ptr() for p in seg.parameters()]
+    twin = accelerate(copy.deepcopy(seg), "cpu")
+    assert describe(seg) == {"onednn_linear": 0, "head_by_head_attention": 0}  # a copy was accelerated
+    # Every nn.Linear and every Attention: backbone, Cluster module, Regenerator and the Segmenter head.
+    n_linear = sum(type(m) is torch.nn.Linear for m in seg.modules())
+    n_attn = sum(type(m) is Attention for m in seg.modules())
+    assert describe(twin) == {"onednn_linear": n_linear, "head_by_head_attention": n_attn} and n_attn == 4
+    assert list(twin.state_dict()) == keys
+    accelerate(seg, "cpu")
+    assert [p.data_ptr() for p in seg.parameters()] == params  # in place, the same tensors
+    assert describe(plain(seg)) == {"onednn_linear": 0, "head_by_head_attention": 0}
+
+
+def test_cast_weights_is_what_autocast_computes():
+    """Pre-cast matmul weights give exactly what autocast computes, without re-casting them per forward."""
+    torch.manual_seed(0)
+    for head in ("SegmenterMaskTransformerHead", "UPerHead"):
+        seg = build_segmentor(tiny_cfg(head=head, out_indices=(0, 1, 2))).eval()
+        ref = copy.deepcopy(seg)
+        cast_weights(seg, torch.bfloat16)
+        assert seg.backbone.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+        assert seg.backbone.norm.weight.dtype == torch.float32 and seg.backbone.pos_embed.dtype == torch.float32
+        x = torch.randint(0, 256, (2, 3, 64, 64)).float()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(seg.predict_logits(x), ref.predict_logits(x), atol=0, rtol=0)
+
+
+@needs_onednn
+def test_onednn_linear_only_for_float32_eager_inference_and_matches_f_linear():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(512, 256)
+    accelerate(layer, "cpu")
+    assert type(layer) is cpu.OneDNNLinear and list(layer.state_dict()) == ["weight", "bias"]
+    x = torch.randn(2, 70, 512)  # 140 x 512 x 256 = 18M multiply-adds: above cpu.MIN_MACS
+    ref = F.linear(x, layer.weight, layer.bias)
+    with torch.no_grad():
+        out = layer(x)
+        assert not torch.equal(out, ref)  # another kernel (summation order)...
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)  # ...the same product
+        assert torch.equal(out, cpu.onednn_linear(x, layer.weight, layer.bias))
+        torch.testing.assert_close(layer(x[:, ::2]), ref[:, ::2], rtol=1e-5, atol=1e-5)  # strided input
+        assert layer(x[:, :0]).shape == (2, 0, 256)
+        small = x[:, :2]  # too small: the BLAS's lower call overhead wins
+        assert torch.equal(layer(small), F.linear(small, layer.weight, layer.bias))
+        with FlopCounterMode(display=False) as counter:  # dispatch modes see the plain matmul
+            assert torch.equal(layer(x), ref)
+        assert counter.get_total_flops() == 2 * 140 * 512 * 256
+    assert torch.equal(layer(x), ref)  # autograd recording: the plain path
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_per_head_attention_is_attention_on_strided_views():
+    torch.manual_seed(0)
+    qkv = torch.randn(2, 7, 3, 3, 8, dtype=torch.float64)  # (n, l, 3, h, d), as the Attention module packs it
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (n, h, l, d), strided views
+    out = cpu.per_head_attention(q, k, v)
+    assert out.shape == (2, 3, 7, 8) and out.is_contiguous()
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-12, atol=1e-12)
+
+
+@needs_onednn
+def test_attention_goes_head_by_head_only_in_its_dtype_and_length_range():
+    """bf16 from 256 tokens, float32 from 385 (to 2048), eager no-grad CPU only; float32 head by head is
+    as exact as the fused kernel, bf16 rounds the logits (about twice the fused kernel's error)."""
+    sdpa = F.scaled_dot_product_attention
+    attn = accelerate(Attention(128, 2), "cpu")
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (2 * torch.randn(1, 2, 400, 64, generator=gen, dtype=torch.float64) for _ in range(3))
+    ref = sdpa(q, k, v)
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    qf, kf, vf = q.float(), k.float(), v.float()
+    with torch.no_grad():
+        out = attn.attend(qb, kb, vb)
+        assert torch.equal(out, cpu.per_head_attention(qb, kb, vb)) and not torch.equal(out, sdpa(qb, kb, vb))
+        err, fused_err = ((x.double() - ref).abs().mean().item() for x in (out, sdpa(qb, kb, vb)))
+        assert fused_err < err < 2.5 * fused_err
+        out = attn.attend(qf, kf, vf)
+        assert torch.equal(out, cpu.per_head_attention(qf, kf, vf)) and not torch.equal(out, sdpa(qf, kf, vf))
+        err, fused_err = ((x.double() - ref).abs().max().item() for x in (out, sdpa(qf, kf, vf)))
+        assert err < 1.5 * fused_err
+        for a, b, c in ((qb[:, :, :255], kb[:, :, :255], vb[:, :, :255]),  # bf16 below its range
+                        (qf[:, :, :384], kf[:, :, :384], vf[:, :, :384])):  # float32 below its range
+            assert torch.equal(attn.attend(a, b, c), sdpa(a, b, c))
+    assert torch.equal(attn.attend(qf, kf, vf), sdpa(qf, kf, vf))  # autograd recording: fused
+
+
+@needs_onednn
+def test_accelerated_packed_attention_is_the_plain_one():
+    """Packed sequences of a batch (one of them full length, where head by head runs) match the plain op."""
+    torch.manual_seed(0)
+    plain_attn = Attention(64, 2).eval()
+    fast = accelerate(copy.deepcopy(plain_attn), "cpu")
+    cu = torch.tensor([0, 9, 409, 430], dtype=torch.int32)
+    x = torch.randn(1, 430, 64)
+    from dynseg.models.vit import Packing
+
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, Packing(cu, 400)), plain_attn(x, Packing(cu, 400)), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_bf16_segmenter_head_by_head_stays_close_to_the_fused_kernel():
+    """A 256² image (257 tokens) goes head by head in bf16, about as close to float32 as the fused kernel."""
+    torch.manual_seed(0)
+    seg = build_segmentor(tiny_cfg(backbone="VisionTransformer", img_size=256)).eval()
+    x = torch.randint(0, 256, (1, 3, 256, 256)).float()
+    with torch.no_grad():
+        fp32 = seg.predict_logits(x)
+        fused_model = cast_weights(copy.deepcopy(seg), torch.bfloat16)
+        accelerate(seg, "cpu", torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            per_head, fused = seg.predict_logits(x), fused_model.predict_logits(x)
+    assert not torch.equal(per_head, fused)
+    err, fused_err = ((y - fp32).abs().mean().item() for y in (per_head, fused))
+    agree, fused_agree = ((y.argmax(1) == fp32.argmax(1)).float().mean().item() for y in (per_head, fused))
+    assert fused_err < err < 1.5 * fused_err
+    assert agree > 0.95 and fused_agree > 0.95
+
+
+def test_exported_accelerated_attention_holds_only_portable_sdpa():
+    """Head by head is eager-only: an exported graph holds SDPA, never a oneDNN op, even at a length
+    (400 tokens) where eager float32 inference goes head by head."""
+    torch.manual_seed(0)
+    attn = accelerate(Attention(32, 2).eval(), "cpu")
+    x = torch.randn(1, 400, 32)
+    with torch.no_grad():
+        program = torch.export.export(attn, (x,))
+        eager = attn(x)
+    graph = program.graph_module.code
+    assert "scaled_dot_product_attention" in graph and "mkldnn" not in graph
+    torch.testing.assert_close(program.module()(x), eager, rtol=1e-5, atol=1e-6)
