@@ -47,6 +47,7 @@ for line in sys.stdin:
         print(json.dumps({{"ok": True, "info": info}}), flush=True)
     elif msg["cmd"] == "time":
         if "{{fail}}" == "time":
+            print("Segmentation fault in the official kernel", file=sys.stderr)
             sys.exit(3)
         n = sum(s[0] for s in state["shapes"])
         print(json.dumps({{"ok": True, "seconds": {SECONDS_PER_IMAGE} * n}}), flush=True)
@@ -120,7 +121,7 @@ def test_both_sides_table_and_json(tool, tmp_path: Path, capsys: pytest.CaptureF
 
 
 @pytest.mark.parametrize(("fail", "message"), [("load", "'load': KeyError: no such config"),
-                                               ("time", "exited during 'time' (rc 3)")])
+                                               ("time", "exited during 'time' (rc 3): 'Segmentation fault in the official kernel'")])
 def test_worker_failures_are_one_line(tool, tmp_path: Path, fail: str, message: str) -> None:
     with pytest.raises(tool.OfficialError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         tool.main(_args(tmp_path, "--pair", DEMO_VIT, "vit.py"), worker_command=_stand_in(tmp_path, fail))

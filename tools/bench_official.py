@@ -20,7 +20,7 @@ the same label) shows both sides ran the same computation.
 
 The table gives median ms per image for each side, their ratio (ours / official: below 1 means ours is
 faster) and the median over repeats of the back-to-back ratio; ``--work-dir`` also gets
-``bench_official.json``.
+``bench_official.json`` and the worker's stderr (``official_worker_<config>.log``).
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ class OfficialProcess:
             raise OfficialError(f"official worker exited early (rc {self.proc.wait()}); see {self.log_path}") from None
         line = self.proc.stdout.readline()
         if not line:
-            raise OfficialError(f"official worker exited during {msg.get('cmd')!r} (rc {self.proc.wait()}); "
-                                f"see {self.log_path}")
+            raise OfficialError(f"official worker exited during {msg.get('cmd')!r} (rc {self.proc.wait()}): "
+                                f"{self.last_log_line()!r}; see {self.log_path}")
         try:
             reply = json.loads(line)
         except json.JSONDecodeError:
@@ -107,6 +107,11 @@ class OfficialProcess:
             err = reply.get("error", reply) if isinstance(reply, dict) else reply
             raise OfficialError(f"official worker, {msg.get('cmd')!r}: {err}")
         return reply
+
+    def last_log_line(self) -> str:
+        self._log.flush()
+        lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else ""
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -235,7 +240,9 @@ def run_pair(
     accelerate(seg, "cpu", None)
     load_msg = {"official_src": str(official_src), "config": official_config, "checkpoint": str(ckpt),
                 "inputs": str(inputs), "num_classes": int(seg.num_classes), "threads": torch.get_num_threads()}
-    with OfficialProcess(worker_command, scratch / "official_worker.log", env) as worker:
+    log = Path(args.work_dir or scratch) / f"official_worker_{Path(ours_config).stem}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with OfficialProcess(worker_command, log, env) as worker:
         row = compare_pair(seg, batches, worker, load_msg, scratch, args.oracle_clusters, args.repeats)
     return {"name": Path(ours_config).stem, "ours_config": ours_config, "official_config": official_config, **row}
 
