@@ -1,6 +1,9 @@
 """Evaluate a checkpoint: ``python test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out DIR]``.
 
-CHECKPOINT may be one of ours (``iter_N.pth``) or an official mmseg ClustViT/ViT checkpoint.
+CHECKPOINT may be one of ours (``iter_N.pth``) or an official mmseg ClustViT/ViT checkpoint. Instead of
+CONFIG CHECKPOINT: a zoo name (``python -m dynseg.zoo list``; downloaded once) or a hub-style folder.
+The official SUIM checkpoints' 9 outputs map onto our 8 classes, scored as the official masks label
+them (SR counts as waterbody) so the mIoU compares with the seed's; ``--our-labels`` scores all 8.
 Prints aAcc, mIoU, mAcc, the per-class IoU/Acc table and the size-stratified recall, and writes
 them to ``WORK_DIR/results.json``.
 """
@@ -11,20 +14,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from dynseg.config import ConfigError, load_config
+from dynseg.config import ConfigError
 from dynseg.engine.tester import run_test
+from dynseg.loading import no_checkpoint, require_checkpoint
 from dynseg.runtime import tune_malloc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
-    p.add_argument("checkpoint")
-    p.add_argument("--work-dir", help="where results.json goes (default: the checkpoint's folder)")
+    p.add_argument("config", help="config file, zoo name or hub-style folder")
+    p.add_argument("checkpoint", nargs="?", help="weights (optional for a zoo name or hub folder)")
+    p.add_argument("--work-dir", help="where results.json goes (default: the checkpoint's folder; "
+                   "work_dirs/<name> for a zoo name or hub folder)")
     p.add_argument("--show-dir", help="write image | ground truth | prediction panels here")
     p.add_argument("--out", help="write predicted label PNGs here")
     p.add_argument("--split", default="test", choices=("val", "test"), help="dataset split (default: test)")
     p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
+    p.add_argument("--our-labels", action="store_true",
+                   help="official SUIM checkpoints: score our 8 classes as they are (SR scores 0)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
     return p.parse_args(argv)
 
@@ -33,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (dynseg/runtime.py)
     try:
-        cfg = load_config(args.config, args.cfg_options)
-        work_dir = args.work_dir or str(Path(args.checkpoint).resolve().parent)
-        run_test(cfg, args.checkpoint, work_dir, args.show_dir, args.out, amp=args.amp, split=args.split)
+        require_checkpoint(args.config, args.checkpoint)
+        if args.work_dir:
+            work_dir = args.work_dir
+        elif args.checkpoint is not None and not no_checkpoint(args.checkpoint):
+            work_dir = str(Path(args.checkpoint).resolve().parent)
+        else:
+            work_dir = str(Path("work_dirs") / Path(str(args.config)).stem)
+        run_test(args.config, args.checkpoint, work_dir, args.show_dir, args.out, amp=args.amp, split=args.split,
+                 cfg_options=args.cfg_options, official_scoring=not args.our_labels)
     except (ConfigError, ValueError) as e:  # includes unreadable/mismatched checkpoints and bad data
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,4 +10,11 @@ def load(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-__all__ = ["load", "__version__"]
+def save_pretrained(*args, **kwargs):
+    """``dynseg.save_pretrained(model, DIR)``: a hub-style folder ``dynseg.load(DIR)`` reads (``dynseg.zoo.hub``)."""
+    from .zoo.hub import save_pretrained as _save
+
+    return _save(*args, **kwargs)
+
+
+__all__ = ["load", "save_pretrained", "__version__"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .loading import NO_CHECKPOINT, build_model, resolve_config  # noqa: F401 - re-exported for the tools
+from .loading import NO_CHECKPOINT, build_model, load_model, resolve_config  # noqa: F401 - re-exported
 from .predictor import Predictor
 from .visualize import distinct_colours
 
@@ -42,8 +42,11 @@ def load(
     """Load a model for inference on your own images.
 
     Args:
-        config: config file path (e.g. ``config/demo/segmenter_clustvit-demo_synthetic.py``) or a config dict.
-        checkpoint: our checkpoint or an official one; ``None`` (or ``"none"``) keeps random weights.
+        config: config file path (e.g. ``config/demo/segmenter_clustvit-demo_synthetic.py``), a config dict,
+            a zoo name (``python -m dynseg.zoo list``: downloaded once, with its class map) or a hub-style
+            folder (``dynseg.save_pretrained``).
+        checkpoint: our checkpoint or an official one; ``None`` (or ``"none"``) keeps random weights after a
+            config, and takes the zoo entry's / folder's own weights after a name or folder.
         device: where to run.
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
         cfg_options: ``key.path=value`` overrides of the config file.
@@ -51,8 +54,7 @@ def load(
     Returns:
         A ``Predictor``: ``predictor.predict(rgb_uint8 (H, W, 3)) -> (H, W) int64``.
     """
-    cfg = resolve_config(config, cfg_options)
-    model = build_model(cfg, checkpoint, device)
+    model, cfg = load_model(config, checkpoint, cfg_options, device, map_classes=True)
     classes, palette = dataset_meta(cfg.get("data"), model.num_classes)
     if not cfg.get("data"):
         return Predictor(model, None, True, classes, palette, amp)  # no test pipeline: images run as given

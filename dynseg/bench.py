@@ -44,7 +44,7 @@ class Sample:
 
 
 def load_model(
-    config: str | Path,
+    config: str | Path | dict,
     checkpoint: str | None = None,
     cfg_options: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
@@ -53,7 +53,9 @@ def load_model(
     """(segmentor in eval mode, resolved config): ``dynseg.loading.load_model``, the one loader.
 
     Args:
-        checkpoint: a checkpoint path, or None / "none" for seeded random weights (no pretrained download).
+        config: a config file or dict, a zoo name or a hub folder.
+        checkpoint: a checkpoint path, or None / "none" for seeded random weights (no pretrained download);
+            None after a zoo name or hub folder: its own weights.
     """
     return loading.load_model(config, checkpoint, cfg_options, device, seed)
 
@@ -273,8 +275,9 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
 def add_timing_args(parser: argparse.ArgumentParser, output: str) -> None:
     """CONFIG, CHECKPOINT, ``--amp``, ``--threads``, ``--work-dir`` (where ``output`` goes) and the input
     flags: what the one-model timing tools (get_fps, profile_stages) share."""
-    parser.add_argument("config")
-    parser.add_argument("checkpoint", help="checkpoint path, or 'none' for random weights")
+    parser.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    parser.add_argument("checkpoint", nargs="?",
+                        help="checkpoint path, or 'none' for random weights (optional after a zoo name / hub folder)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--work-dir", help=f"where {output} goes (default: work_dirs/<config name>)")
@@ -288,6 +291,7 @@ def load_for_timing(args: argparse.Namespace) -> tuple[nn.Module, dict, list[Sam
     tune_malloc()  # fewer page faults: docs/BENCHMARKS.md
     if args.threads:
         torch.set_num_threads(args.threads)
+    loading.require_checkpoint(args.config, args.checkpoint)
     seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options, args.device)
     accelerate(seg, model_device(seg), torch.bfloat16 if args.amp else None)  # bf16: what autocast() runs
     return seg, cfg, inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)

@@ -16,15 +16,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dynseg.analysis import analyse, cluster_panel, format_summary, load_inputs, summarize  # noqa: E402
-from dynseg.api import build_model, dataset_meta, resolve_config  # noqa: E402
+from dynseg.api import dataset_meta  # noqa: E402
 from dynseg.atomic import write_json_atomic  # noqa: E402
+from dynseg.loading import load_model, require_checkpoint  # noqa: E402
 from dynseg.visualize import save_png  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("checkpoint", help="checkpoint (ours or official), or 'none' for random weights")
+    parser.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint (ours or official), or 'none' for random "
+                        "weights (optional after a zoo name / hub folder)")
     parser.add_argument("--data-root", help="dataset root (default: the config's data.root); masks give targets and purity")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
     parser.add_argument("--images", nargs="+", default=[], help="image files/folders instead of a dataset (no masks)")
@@ -37,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.oracle_clusters and args.images:
             raise ValueError("--oracle-clusters needs masks: use --data-root, not --images")
-        cfg = resolve_config(args.config, args.cfg_options)
-        seg = build_model(cfg, args.checkpoint, args.device)
+        require_checkpoint(args.config, args.checkpoint)
+        seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options, args.device)
         _, palette = dataset_meta(cfg.get("data"), seg.num_classes)
         inputs = load_inputs(cfg, args.data_root, args.split, args.images, args.num)
         views = []

@@ -22,14 +22,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg import bench  # noqa: E402
+from dynseg import bench, loading  # noqa: E402
 from dynseg.atomic import atomic_path  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("checkpoint", help="checkpoint path, or 'none' for random weights")
+    p.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    p.add_argument("checkpoint", nargs="?",
+                   help="checkpoint path, or 'none' for random weights (optional after a zoo name / hub folder)")
     p.add_argument("--compare", action="append", default=[], metavar="CONFIG[:CHECKPOINT]",
                    help="another model run on the same images (repeatable; random weights without :CHECKPOINT)")
     p.add_argument("--work-dir", help="where tokens.npz and the plot go (default: work_dirs/<config name>)")
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
         config, _, ckpt = item.partition(":")
         models.append((config, ckpt or None))
 
+    loading.require_checkpoint(args.config, args.checkpoint)
     samples = None
     tokens: dict[str, np.ndarray] = {}
     for config, ckpt in models:

@@ -17,22 +17,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.api import build_model, resolve_config  # noqa: E402
 from dynseg.export import default_shape, export_onnx, verify  # noqa: E402
+from dynseg.loading import load_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("checkpoint", nargs="?", default=None, help="checkpoint (ours or official); default random")
+    parser.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="checkpoint (ours or official); default: a zoo name's / hub folder's own, else random")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="input size (default: test size)")
     parser.add_argument("--verify", nargs="+", default=[], metavar="IMAGE", help="images/folders to check on")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        cfg = resolve_config(args.config, args.cfg_options)
-        seg = build_model(cfg, args.checkpoint)
+        seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options)
         shape = tuple(args.shape) if args.shape else default_shape(cfg, seg)
         if any(s <= 0 for s in shape):
             raise ValueError(f"--shape {shape}: expected positive H W")

@@ -30,8 +30,8 @@ from dynseg.atomic import write_json_atomic  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("--checkpoint", help="weights to load (default: seeded random weights)")
+    p.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    p.add_argument("--checkpoint", help="weights to load (default: a zoo name's / hub folder's own, else seeded random)")
     p.add_argument("--work-dir", help="where the JSON and histogram go (default: work_dirs/<config name>)")
     bench.add_input_args(p)
     return p.parse_args(argv)

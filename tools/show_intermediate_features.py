@@ -15,23 +15,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dynseg.analysis import feature_grid, load_inputs  # noqa: E402
-from dynseg.api import build_model, resolve_config  # noqa: E402
+from dynseg.loading import load_model, require_checkpoint  # noqa: E402
 from dynseg.visualize import save_png  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("checkpoint", help="checkpoint (ours or official), or 'none' for random weights")
-    parser.add_argument("image", help="an image file (resized as the config's test pipeline does)")
+    parser.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    parser.add_argument("checkpoint", help="checkpoint (ours or official), or 'none' for random weights; "
+                        "after a zoo name / hub folder: the image (its own weights are used)")
+    parser.add_argument("image", nargs="?", help="an image file (resized as the config's test pipeline does)")
     parser.add_argument("--layers", type=int, nargs="+", help="block indices (default: ip-1, ip, last)")
     parser.add_argument("--out", default="work_dirs/features")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        cfg = resolve_config(args.config, args.cfg_options)
-        seg = build_model(cfg, args.checkpoint, args.device)
+        if args.image is None:  # NAME IMAGE: a zoo name or hub folder brings its weights
+            args.checkpoint, args.image = None, args.checkpoint
+            require_checkpoint(args.config, None)
+        seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options, args.device)
         (image, _, name), = load_inputs(cfg, images=[args.image], num=1)
         path = save_png(Path(args.out) / f"{name}_features.png", feature_grid(seg, image, args.layers))
     except (ValueError, FileNotFoundError) as e:

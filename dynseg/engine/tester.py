@@ -38,30 +38,50 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def run_test(cfg: Config, checkpoint: str | os.PathLike, work_dir: str | os.PathLike,
+def run_test(source: str | os.PathLike | Config, checkpoint: str | os.PathLike | None, work_dir: str | os.PathLike,
              show_dir: str | None = None, out_dir: str | None = None, amp: bool = False,
-             split: str = "test") -> dict[str, Any]:
-    """Evaluates `checkpoint` on the config's test split; writes ``results.json`` into `work_dir`.
+             split: str = "test", cfg_options: list[str] | None = None,
+             official_scoring: bool = True) -> dict[str, Any]:
+    """Evaluates a model on its config's test split; writes ``results.json`` into `work_dir`.
+
+    Args:
+        source: a config path or dict, a zoo name or a hub folder (``dynseg.loading``).
+        checkpoint: the weights (``None``: the zoo entry's or folder's own).
+        official_scoring: for a checkpoint with a class map (the official SUIM heads), score our labels
+            as the official masks have them (SUIM: SR counts as BW), so the mIoU compares with the
+            seed's; off: every class of ours counts (SR, which the head cannot predict, scores 0).
 
     Returns:
-        The metrics (see ``dynseg.engine.evaluate.evaluate``) plus ``classes`` and ``checkpoint``.
+        The metrics (see ``dynseg.engine.evaluate.evaluate``) plus ``classes``, ``checkpoint``, ``source``,
+        ``class_map`` and ``scoring``.
     """
     from dynseg.accel import accelerate
     from dynseg.data import build_dataset
-    from dynseg.loading import build_model
-    from dynseg.models.amp import amp_dtype
+    from dynseg.loading import build_model, resolve
+    from dynseg.zoo.classmap import CLASS_MAPS, ClassMapped, OfficialTargets
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg, checkpoint, device)
-    accelerate(model, device, amp_dtype(device) if amp else None)
+    r = resolve(source, checkpoint, cfg_options)
+    cfg = r.cfg
+    model = build_model(cfg, r.checkpoint, device)
+    accelerate(model, device, (torch.float16 if device.type == "cuda" else torch.bfloat16) if amp else None)
     dataset = build_dataset(cfg["data"], split)
+    scoring = "ours"
+    if r.class_map:
+        class_map = CLASS_MAPS[r.class_map]
+        model = ClassMapped(model, class_map)  # the checkpoint's outputs onto our classes
+        if official_scoring and class_map.targets:
+            dataset, scoring = OfficialTargets(dataset, class_map), "official"
     if dataset.num_classes != model.num_classes:
-        raise ValueError(f"{checkpoint}: the model predicts {model.num_classes} classes but the "
+        raise ValueError(f"{r.checkpoint}: the model predicts {model.num_classes} classes but the "
                          f"{cfg['data']['type']} {split} set has {dataset.num_classes}")
     metrics = evaluate(model, dataset, device, amp=amp, show_dir=show_dir, out_dir=out_dir, progress=True)
     classes = list(dataset.classes)
     print(format_results(metrics, classes), flush=True)
-    result = {"checkpoint": str(checkpoint), "split": split, "classes": classes,
-              **{k: _jsonable(v) for k, v in metrics.items()}}
+    if scoring == "official":
+        print(f"scored as the official masks label them ({r.class_map}: " +
+              ", ".join(f"{classes[a]} counts as {classes[b]}" for a, b in CLASS_MAPS[r.class_map].targets) + ")")
+    result = {"source": r.label, "checkpoint": str(r.checkpoint), "split": split, "class_map": r.class_map,
+              "scoring": scoring, "classes": classes, **{k: _jsonable(v) for k, v in metrics.items()}}
     write_json_atomic(Path(work_dir) / "results.json", result)  # creates work_dir if needed
     return result
