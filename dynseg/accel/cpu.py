@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from ..models.attention import merge_heads, split_heads
 from ..models.vit import Attention
 
 # Below ~8M multiply-adds oneDNN's per-call overhead loses to the BLAS (tools/bench_kernels.py).
@@ -39,8 +41,6 @@ def onednn_available() -> bool:
 def eager_inference(x: Tensor) -> bool:
     """CPU, no autograd recording, nothing tracing or intercepting the call (compile, export, ONNX,
     jit, dispatch modes such as FLOP counting): where a private op is safe and invisible."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
     return (
         x.device.type == "cpu"
         and not torch.is_grad_enabled()
@@ -112,8 +112,6 @@ class HeadByHeadAttention(Attention):
     def attend_packed(self, qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
         if not eager_inference(qkv):
             return super().attend_packed(qkv, cu_seqlens, max_seqlen)
-        from ..models.attention import merge_heads, split_heads
-
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
         outs = [merge_heads(self.attend(*split_heads(part[None], self.num_heads)))[0] for part in qkv.split(lengths)]
         return torch.cat(outs)  # (T, C)
