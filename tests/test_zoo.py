@@ -117,6 +117,43 @@ def official_bytes(fixture: dict, tmp_path: Path) -> bytes:
     return path.read_bytes()
 
 
+def test_framework_metadata_loads_inert_and_code_stays_refused(fixture: dict, tmp_path: Path) -> None:
+    """An mmengine checkpoint keeps history buffers (numpy inside) in its message hub: read as inert
+    placeholders, the weights beside them load; a global from any other package is still refused."""
+    import types
+
+    from dynseg.convert.weights import CheckpointError, read_checkpoint
+
+    module = types.ModuleType("mmengine.logging.history_buffer")
+
+    class HistoryBuffer:  # what mmengine pickles: an object holding numpy arrays
+        def __init__(self) -> None:
+            self._log_history = np.arange(5.0)
+
+    HistoryBuffer.__module__, HistoryBuffer.__qualname__ = module.__name__, "HistoryBuffer"
+    module.HistoryBuffer = HistoryBuffer
+    names = ("mmengine", "mmengine.logging", module.__name__)  # pickle imports the parents too
+    sys.modules.update({n: module if n == module.__name__ else types.ModuleType(n) for n in names})
+    try:
+        hub = {"log_scalars": {"train/loss": HistoryBuffer()}, "runtime_info": {"iter": np.int64(80000)}}
+        torch.save({"meta": {"iter": 80000}, "message_hub": hub, "state_dict": fixture["state_dict"]},
+                   tmp_path / "mmengine.pth")
+    finally:
+        for n in names:
+            del sys.modules[n]
+    ckpt = read_checkpoint(tmp_path / "mmengine.pth")
+    assert ckpt["meta"] == {"iter": 80000} and set(ckpt["state_dict"]) == set(fixture["state_dict"])
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in fixture["state_dict"].items())
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (eval, ("1 + 1",))
+
+    torch.save({"state_dict": {}, "x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="refuses code.*eval"):
+        read_checkpoint(tmp_path / "evil.pth")
+
+
 def test_download_cache_load_predict_then_cache_only(fixture: dict, server: Server, hub_dir: Path,
                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server.files["/files/101"] = official_bytes(fixture, tmp_path)

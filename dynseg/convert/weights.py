@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -67,8 +67,39 @@ def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
     return f"{prefix}.{rest}" if prefix else rest
 
 
+# Training frameworks store their bookkeeping beside the weights (mmengine: the message hub's history
+# buffers, numpy scalars in the metadata). Classes from these packages are read as inert placeholders
+# (below); anything else that is not a tensor, container or number stays refused.
+_METADATA_PACKAGES = ("mmengine", "mmseg", "mmcv", "numpy")
+
+
+class _Inert:
+    """Stands in for a metadata object of a training framework: takes any arguments and state, runs nothing."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+
+def _torch_load(path: Path, stubs: Sequence[str] = ()) -> object:
+    with warnings.catch_warnings():
+        # Raised for any plain pickle (not written by torch.save) just before it is refused or read:
+        # noise on stderr beside the one-line error.
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        inert = [(type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in stubs]
+        with torch.serialization.safe_globals(inert):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint file safely; raise CheckpointError with the path on anything unexpected."""
+    """Read a checkpoint file safely; raise CheckpointError with the path on anything unexpected.
+
+    ``torch.load(weights_only=True)`` only: a pickle that would run code is refused. Metadata objects of
+    mmengine / mmseg / mmcv / numpy (an official checkpoint's ``message_hub``, ``meta``) load as inert
+    placeholders, so the tensors beside them can be read.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -80,17 +111,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         except Exception as e:  # noqa: BLE001 - any parse failure means "not a safetensors file"
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     try:
-        with warnings.catch_warnings():
-            # Raised for any plain pickle (not written by torch.save) just before it is refused or read:
-            # noise on stderr beside the one-line error.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = _torch_load(path)
+        except Exception as e:  # noqa: BLE001 - retried below only for framework metadata
+            if "Unsupported global" not in str(e):
+                raise
+            try:
+                names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            except Exception:  # noqa: BLE001 - not a zip checkpoint: report the first error
+                raise e from None
+            if not names or any(n.split(".", 1)[0] not in _METADATA_PACKAGES for n in names):
+                raise
+            obj = _torch_load(path, names)
     except Exception as e:  # noqa: BLE001 - pickles with code, truncated files, text files ...
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         # Skip torch's boilerplate (its first line even suggests weights_only=False): keep the reason,
         # e.g. "unsupported GLOBAL posix.system" for a pickle that would run code.
-        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1) ", "(2) ")
         first = next((line for line in lines if not line.startswith(boilerplate)), lines[0])
+        first = first.removeprefix("WeightsUnpickler error: ")
         raise CheckpointError(
             f"{path}: not a loadable checkpoint (read with weights_only=True, which refuses code): {first}"
         ) from None
