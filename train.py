@@ -1,6 +1,13 @@
 """Train a segmentor: ``python train.py CONFIG [--work-dir DIR] [--amp] [--resume] [--cfg-options k=v ...]``.
 
 Multi-GPU (or multi-process CPU, gloo): ``torchrun --nproc_per_node N train.py CONFIG ...``.
+
+SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 stop the run after the current step with a checkpoint (exit 75);
+``--resume`` then continues it exactly. One run at a time per work dir: a second one exits at once.
+
+Exit status: 0 done; 2 bad config or data, or the work dir is in use by another run; 3 non-finite loss;
+4 a checkpoint or log the disk would not take (full, quota, read-only); 75 stopped by a signal after
+writing a checkpoint (EX_TEMPFAIL: run the same command with --resume to continue).
 """
 
 from __future__ import annotations
@@ -9,9 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from dynseg.atomic import WriteError
 from dynseg.config import ConfigError, load_config
 from dynseg.engine import distributed
-from dynseg.engine.trainer import NonFiniteLossError, PretrainedUnavailableError, train
+from dynseg.engine.lock import WorkDirLockedError
+from dynseg.engine.stop import DEFAULT_STOP_SIGNALS, parse_signals
+from dynseg.engine.trainer import NonFiniteLossError, PretrainedUnavailableError, TrainingStopped, train
+
+EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: "try again later", which a requeued job does with --resume
+EXIT_WRITE = 4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,23 +36,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. schedule.max_iters=1000 data.batch_size=4")
     p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
+    p.add_argument("--stop-signals", nargs="*", default=list(DEFAULT_STOP_SIGNALS), metavar="SIG",
+                   help="signals that stop the run after the current step with a checkpoint "
+                        f"(default: {' '.join(s[3:] for s in DEFAULT_STOP_SIGNALS)}; none: their usual action)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        parse_signals(args.stop_signals)
         cfg = load_config(args.config, args.cfg_options)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:  # --stop-signals
+        print(f"error: --stop-signals: {e}", file=sys.stderr)
+        return 2
     work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)
     try:
-        train(cfg, work_dir, amp=args.amp, resume=args.resume, tensorboard=not args.no_tensorboard)
+        train(cfg, work_dir, amp=args.amp, resume=args.resume, tensorboard=not args.no_tensorboard,
+              stop_signals=tuple(args.stop_signals))
+    except TrainingStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return EXIT_STOPPED
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (PretrainedUnavailableError, ValueError) as e:  # config/data problems found while building
+    except WriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_WRITE
+    except (PretrainedUnavailableError, WorkDirLockedError, ValueError) as e:  # config/data problems, busy dir
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -4,6 +4,9 @@ A checkpoint is ``iter_{N}.pth`` in the work dir, N = completed iterations. It i
 temp file, fsynced, then renamed over the final name (``os.replace`` is atomic on POSIX), so a
 process killed at any moment leaves either the previous set of checkpoints or the new one, never a
 half-written ``iter_*.pth``. Loading uses ``weights_only=True``: a checkpoint cannot run code.
+A checkpoint that the disk cannot take (full, quota, read-only) raises ``dynseg.atomic.WriteError``, one line
+with the bytes it needs, before any byte is written when the free space is known to be short; the previous
+checkpoints are untouched and no temp file is left behind either way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from dynseg.atomic import WriteError, check_space, write_failure
 
 FORMAT = "dynseg-v1"
 _NAME = re.compile(r"^iter_(\d+)\.pth$")
@@ -68,6 +73,26 @@ def list_checkpoints(work_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def checkpoint_bytes(state: Any) -> int:
+    """About the size of ``torch.save(state)``: every tensor storage once, plus the zip records and pickle.
+
+    torch stores each storage whole (a view saves its whole base) in a 64-byte aligned zip record; the
+    pickled structure (config, lr, rng tuples) stays well under the fixed 64 KiB allowance.
+    """
+    storages: dict[tuple[int, int], int] = {}
+    stack = [state]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            st = obj.untyped_storage()
+            storages[(st.data_ptr(), st.nbytes())] = st.nbytes()
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, list | tuple):
+            stack.extend(obj)
+    return sum(storages.values()) + 256 * len(storages) + (64 << 10)
+
+
 def save_checkpoint(state: dict[str, Any], work_dir: str | os.PathLike, keep: int = 3) -> Path:
     """Writes ``iter_{state['iter']}.pth`` atomically, then deletes older ones: `keep` remain, this one included.
 
@@ -78,17 +103,29 @@ def save_checkpoint(state: dict[str, Any], work_dir: str | os.PathLike, keep: in
 
     Returns:
         The path written.
+
+    Raises:
+        WriteError: the file system has no room for it (checked first, from the state's tensor sizes) or
+            refuses the write; nothing is left behind and no older checkpoint is deleted.
     """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"iter_{state['iter']}.pth"
     tmp = work / f".{path.name}.{os.getpid()}.tmp"
+    needed = checkpoint_bytes(state)
+    check_space(path, needed)  # older checkpoints stay until this one is complete: it needs its own room
     try:
         with open(tmp, "wb") as f:
             torch.save({**state, "format": FORMAT}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer turns a failed write into a RuntimeError
+        failure = write_failure(e)
+        if failure is None:
+            raise
+        tmp.unlink(missing_ok=True)  # before WriteError measures what is free
+        raise WriteError(path, failure.strerror, failure.errno, needed) from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(work)  # make the rename itself durable before older checkpoints go

@@ -56,11 +56,16 @@ def all_mean(values: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True if `flag` is True on any rank: every rank then takes the same branch (no DDP hang)."""
+    return any_rank_flags([flag], device)[0]
+
+
+def any_rank_flags(flags: list[bool], device: torch.device) -> list[bool]:
+    """`any_rank` for several flags in one all-reduce: element i is True if flags[i] is True on any rank."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    t = torch.tensor([float(flag)], device=device)
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 def barrier() -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dynseg.atomic import write_text_atomic
+from dynseg.atomic import WriteError, write_failure, write_text_atomic
 
 
 def format_eta(seconds: float) -> str:
@@ -62,9 +62,20 @@ class RunLogger:
             self.writer = SummaryWriter(str(self.work / "tb"), purge_step=start_iter + 1)
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
-        with open(self.work / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        line = (json.dumps(record) + "\n").encode()
+        path = self.work / name
+        with open(path, "ab", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                rest = memoryview(line)
+                while rest:  # an unbuffered write may take part of it: the next one reports why
+                    rest = rest[f.write(rest):]
+            except OSError as e:
+                # A full disk may take part of the line: cut it off again, so the log stays whole lines.
+                f.truncate(end)
+                if write_failure(e) is None:
+                    raise
+                raise WriteError(path, e.strerror, e.errno, len(line)) from None
 
     def log_train(self, it: int, losses: dict[str, float], lr: float, extra: dict[str, float]) -> None:
         """One training record for completed iteration `it` (1-based).

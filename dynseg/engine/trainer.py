@@ -4,11 +4,18 @@ Reproducibility contract (CPU): every random choice derives from ``(runtime.seed
 the data order and each sample's augmentation (``dynseg.engine.sampler``) and the model's own
 randomness (dropout, drop-path: the torch RNG is reseeded at the start of every iteration). A run
 resumed from a checkpoint therefore computes bit-identical weights to an uninterrupted one.
+
+Robustness contract: a run holds an exclusive lock on its work dir (``dynseg.engine.lock``) for its whole
+life, so a second run there fails at once instead of writing the same checkpoints. A stop signal
+(``dynseg.engine.stop``) ends the run after the current step with a checkpoint and ``TrainingStopped``;
+the resumed run then computes the same weights and logs as one that was never stopped.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import signal
 import socket
 import time
 from pathlib import Path
@@ -23,9 +30,11 @@ from dynseg.config import Config, save_config
 from dynseg.engine import distributed
 from dynseg.engine.checkpoint import find_latest, list_checkpoints, rng_state, save_checkpoint
 from dynseg.engine.evaluate import TokenCounter, evaluate
+from dynseg.engine.lock import WorkDirLock, WorkDirLockedError
 from dynseg.engine.logging import RunLogger
 from dynseg.engine.sampler import IterationBatchSampler
 from dynseg.engine.schedule import poly_lr_curve
+from dynseg.engine.stop import DEFAULT_STOP_SIGNALS, StopRequest, WorkerSignals, parse_signals
 
 
 class NonFiniteLossError(RuntimeError):
@@ -34,6 +43,26 @@ class NonFiniteLossError(RuntimeError):
 
 class PretrainedUnavailableError(RuntimeError):
     """``runtime.require_pretrained`` is set and the pretrained weights cannot be read."""
+
+
+class TrainingStopped(RuntimeError):
+    """A stop signal ended the run after a complete step and its checkpoint; ``--resume`` continues it.
+
+    Attributes:
+        signal: the signal received (on this rank, or on another one under torchrun).
+        iteration: completed iterations, the same on every rank.
+        checkpoint: the checkpoint written (None on ranks other than 0, which do not write).
+    """
+
+    def __init__(self, message: str, sig: signal.Signals | None, iteration: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.signal, self.iteration, self.checkpoint = sig, iteration, checkpoint
+
+
+def _loader_worker_init(lock: WorkDirLock, signals: WorkerSignals, worker_id: int) -> None:
+    """DataLoader worker set-up: the main process alone handles stop signals and holds the lock."""
+    signals.worker_init()
+    lock.close_inherited()  # else a SIGKILLed run's lock lives on until its workers notice and exit
 
 
 class _LossStep(nn.Module):
@@ -102,7 +131,7 @@ def _build_data(cfg: Config, split: str, seed: int) -> Any:
 
 
 def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = False,
-          tensorboard: bool = True) -> dict[str, Any]:
+          tensorboard: bool = True, stop_signals: tuple[str, ...] = DEFAULT_STOP_SIGNALS) -> dict[str, Any]:
     """Trains the config's model for ``schedule.max_iters`` iterations; returns a short summary.
 
     Args:
@@ -111,16 +140,46 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
         amp: bf16 autocast on CPU; fp16 autocast + GradScaler on CUDA.
         resume: continue from the latest complete checkpoint in `work_dir` (fresh start if none).
         tensorboard: write TensorBoard scalars.
+        stop_signals: signal names that stop the run gracefully (after the current step, with a
+            checkpoint, raising TrainingStopped); ``()`` leaves every signal its usual action.
+
+    Raises:
+        WorkDirLockedError: another live run holds `work_dir` (nothing was read or written).
+        TrainingStopped: a stop signal arrived; the checkpoint of the last complete step is written.
+        NonFiniteLossError: a NaN/inf loss, unless ``runtime.skip_nonfinite``.
+        dynseg.atomic.WriteError: a checkpoint or log line the disk would not take (full, read-only).
     """
+    signals = parse_signals(stop_signals)
+    dist_info = distributed.setup()
+    work = Path(work_dir)
+    lock = WorkDirLock(work)
+    refused: WorkDirLockedError | None = None
+    if dist_info.is_main:  # the ranks share one work dir: rank 0 holds it for all of them
+        try:
+            lock.acquire()
+        except WorkDirLockedError as e:
+            refused = e
+    if distributed.any_rank(refused is not None, dist_info.device):
+        raise refused or WorkDirLockedError(f"{work}: in use by another run (rank 0 could not lock it)")
+    workers = WorkerSignals(signals)
+    try:
+        with StopRequest(signals) as stop:
+            return _train(cfg, work, dist_info, amp, resume, tensorboard, stop, lock, workers)
+    finally:
+        workers.release()
+        lock.release()
+
+
+def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, resume: bool, tensorboard: bool,
+           stop: StopRequest, lock: WorkDirLock, worker_signals: WorkerSignals) -> dict[str, Any]:
+    """`train`'s body, run while the work dir is locked and the stop signals are caught."""
     from dynseg.data import collate
     from dynseg.models.build import build_segmentor
 
     # --- setup -------------------------------------------------------------------------------
-    dist_info = distributed.setup()
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world_size
     sched, rt, data_cfg = cfg["schedule"], cfg["runtime"], cfg["data"]
     seed, max_iters = rt.get("seed", 0), sched["max_iters"]
-    work = Path(work_dir)
     if not resume and list_checkpoints(work):
         # Starting over beside them would mix two runs' checkpoints (and --resume would pick the wrong one).
         raise ValueError(f"{work}: holds checkpoints of an earlier run ({list_checkpoints(work)[-1][1].name}); "
@@ -139,7 +198,8 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
     sampler = IterationBatchSampler(len(train_set), batch_size, seed, start_iter, max_iters, rank, world)
     workers = data_cfg.get("num_workers", 0)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                        worker_init_fn=functools.partial(_loader_worker_init, lock, worker_signals) if workers else None)
 
     # --- model, optimizer, lr curve, grad scaler ---------------------------------------------------
     torch.manual_seed(seed)  # identical initialisation in every process and every run
@@ -150,7 +210,7 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
     use_cuda_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda_amp)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    skipped, last_ckpt = 0, None
+    skipped, last_ckpt, pending_val = 0, None, False
 
     # --- resume, or initialise from ImageNet weights ----------------------------------------------
     if latest is not None:
@@ -163,6 +223,7 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         skipped = ckpt.get("skipped_steps", 0)
+        pending_val = bool(ckpt.get("pending_val", False))  # stopped before the validation of start_iter
         changed = sorted(k for k in cfg if ckpt["config"].get(k) != cfg[k])
         if changed:
             log.message(f"WARNING: the config differs from the checkpoint's in: {', '.join(changed)}")
@@ -178,7 +239,24 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
         dynamic = hasattr(model.backbone, "num_clusters")
         step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
                                        find_unused_parameters=dynamic)
+    if pending_val and val_set is not None:
+        model.eval()
+        log.log_val(start_iter, evaluate(model, val_set, device, amp=amp, rank=rank, world_size=world))
     model.train()
+
+    def checkpoint(done: int, lr: float, pending_val: bool = False) -> Path | None:
+        """Every rank calls it; rank 0 writes ``iter_{done}.pth``, the others wait for it."""
+        path = None
+        if dist_info.is_main:
+            state = {"model": model.state_dict(), "config": cfg, "iter": done,
+                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "rng": rng_state(), "skipped_steps": skipped, "pending_val": pending_val,
+                     "scheduler": {"type": "poly", "lr": lr, "next_lr": lr_curve[done] if done < max_iters else None},
+                     "data_state": {"seed": seed, "next_position": done * batch_size * world,
+                                    "global_batch": batch_size * world}}
+            path = save_checkpoint(state, work, keep=rt.get("keep_checkpoints", 3))
+        distributed.barrier()
+        return path
 
     # --- the loop ------------------------------------------------------------------------------------
     t_log, n_log = time.perf_counter(), 0
@@ -192,7 +270,11 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             losses = step(images, masks)
         bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
-        if distributed.any_rank(bool(bad), device):
+        # One all-reduce answers both questions, so every rank takes the same branch and stops after
+        # the same step; a signal arriving later in this step is seen at the next one.
+        any_bad, stopping = distributed.any_rank_flags([bool(bad), stop.received is not None], device)
+        stopping = stopping and it + 1 < max_iters  # a stop during the last step is just the end
+        if any_bad:
             term = f"{bad[0]} = {losses[bad[0]].item()}" if bad else "(on another rank)"
             if not rt.get("skip_nonfinite", False):
                 log.close()
@@ -213,7 +295,7 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
         n_log += images.shape[0]
         done = it + 1
 
-        # --- log, checkpoint, validate ------------------------------------------------------------
+        # --- log, checkpoint, validate (a stop checkpoints now and leaves validation to the resume) ---
         if done % sched.get("log_interval", 50) == 0 or done == max_iters:
             names = sorted(losses)
             values = distributed.all_mean(torch.stack([losses[k].detach().float() for k in names]))
@@ -223,17 +305,19 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
             log.log_train(done, {k: float(v) for k, v in zip(names, values)}, lr,
                           {k: v for k, v in extra.items() if v is not None and math.isfinite(v)})
             t_log, n_log = time.perf_counter(), 0
-        if done % sched.get("checkpoint_interval", max_iters) == 0 or done == max_iters:
-            if dist_info.is_main:
-                state = {"model": model.state_dict(), "config": cfg, "iter": done,
-                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                         "rng": rng_state(), "skipped_steps": skipped,
-                         "scheduler": {"type": "poly", "lr": lr, "next_lr": lr_curve[done] if done < max_iters else None},
-                         "data_state": {"seed": seed, "next_position": done * batch_size * world,
-                                        "global_batch": batch_size * world}}
-                last_ckpt = save_checkpoint(state, work, keep=rt.get("keep_checkpoints", 3))
-            distributed.barrier()
-        if val_set is not None and done % val_every == 0:
+        val_due = val_set is not None and done % val_every == 0
+        if done % sched.get("checkpoint_interval", max_iters) == 0 or done == max_iters or stopping:
+            last_ckpt = checkpoint(done, lr, pending_val=stopping and val_due) or last_ckpt
+        if stopping:
+            log.close()
+            tokens.remove()
+            received = stop.received.name if stop.received is not None else "a stop signal on another rank"
+            where = str(last_ckpt) if dist_info.is_main else "rank 0's checkpoint"
+            raise TrainingStopped(f"{received}: stopped after iteration {done} of {max_iters}, wrote {where}"
+                                  f"{' (its validation runs on resume)' if val_due else ''}; "
+                                  "continue with --resume" + (f" [rank {rank}]" if world > 1 else ""),
+                                  stop.received, done, last_ckpt if dist_info.is_main else None)
+        if val_due:
             model.eval()
             metrics = evaluate(model, val_set, device, amp=amp, rank=rank, world_size=world)
             log.log_val(done, metrics)
