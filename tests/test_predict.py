@@ -71,7 +71,7 @@ def test_api_predict_applies_the_test_resize_and_returns_input_size(checkpoint: 
 def test_api_rejects_non_rgb_arrays() -> None:
     predictor = load(DEMO, None, cfg_options=TINY)
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        predictor.predict(np.zeros((8, 8), dtype=np.uint8))
+        predictor.predict(np.zeros((8, 8, 2), dtype=np.uint8))  # grey (8, 8) is accepted: as_rgb
 
 
 def test_predict_cli_writes_labels_and_overlays(tmp_path: Path, checkpoint: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from dynseg.data.transforms import IGNORE_INDEX, sample_rng
@@ -30,11 +30,16 @@ class DatasetError(ValueError):
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB, or raise DatasetError naming it."""
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB as viewers show it, or raise DatasetError naming it.
+
+    An EXIF orientation (phone and camera JPEGs) is applied, as the official pipeline's decoder does
+    (OpenCV's ``IMREAD_COLOR``): rows and columns come out upright, not in sensor order. Label images
+    (`read_label`) are read unchanged, as there: a mask is drawn on the upright image.
+    """
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as e:  # PIL raises all three for corrupt/truncated files
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # corrupt, truncated, huge
         raise DatasetError(f"{path}: cannot decode image, expected a readable RGB image ({e})") from None
 
 
