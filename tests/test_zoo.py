@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 import dynseg
 from dynseg import loading
@@ -154,8 +155,9 @@ def test_framework_metadata_loads_inert_and_code_stays_refused(fixture: dict, tm
         read_checkpoint(tmp_path / "evil.pth")
 
 
-def test_download_cache_load_predict_then_cache_only(fixture: dict, server: Server, hub_dir: Path,
-                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_cache_load_predict_then_cache_only(fixture: dict, server: Server, hub_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
     server.files["/files/101"] = official_bytes(fixture, tmp_path)
     entry = fixture_entry(fixture, tmp_path, server.url("/files/101"))
     monkeypatch.setitem(ZOO, entry.name, entry)
@@ -175,10 +177,21 @@ def test_download_cache_load_predict_then_cache_only(fixture: dict, server: Serv
     assert server.requests == {"/files/101": 1}
     with torch.no_grad():
         assert torch.equal(again.predict_logits(rgb), logits)
-    listed = subprocess.run([sys.executable, "-m", "dynseg.zoo", "list", "--json"], capture_output=True, text=True,
-                            check=True, cwd=REPO, env={**os.environ, "TORCH_HOME": str(tmp_path / "th")})
-    rows = json.loads(listed.stdout)
-    assert [r["name"] for r in rows] == [n for n in ZOO if n != entry.name] and not any(r["cached"] for r in rows)
+    assert _tool("split_weights").main([entry.name, "--out-dir", str(tmp_path / "parts")]) == 0  # a name too
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["backbone.safetensors", "decode_head.safetensors"]
+    assert server.requests == {"/files/101": 1}
+    from dynseg.zoo.__main__ import main as zoo_main
+
+    capsys.readouterr()
+    assert zoo_main(["list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(rows) == list(ZOO) and [n for n, r in rows.items() if r["cached"]] == [entry.name]
+    assert rows[entry.name]["cache_path"] == str(cache_path(entry)) and rows["vit-b_suim"]["miou"] == 69.91
+    assert zoo_main(["list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "dataset", "head", "mIoU", "cached", "url"] and len(table) == len(ZOO) + 1
+    assert table[1].split() == ["clustvit-b_k3ip3_ade20k", "ADE20K", "Segmenter", "46.10", "no",
+                                "https://data.dtu.dk/ndownloader/files/64205592"]
 
 
 def test_truncated_download_is_detected_and_not_cached(fixture: dict, server: Server, hub_dir: Path,
@@ -339,7 +352,7 @@ def test_reproduce_tables_prints_every_column(tmp_path: Path, capsys: pytest.Cap
                        ("ClustViT", "clustvit/ade20k/segmenter_clustvit-b_mask_1xb8-160k_ade20k-512x512_k3_ip3.py")):
         path = tmp_path / f"tiny_{kind}.py"
         path.write_text(f'_base_ = "{REPO}/config/{base}"\n' + TINY_ADE[kind]
-                        + "model.update(test_cfg=dict(mode='whole'))\ndata = dict(test_pipeline=dict(scale=(128, 128), keep_ratio=False))\n")
+                        + "model.update(test_cfg=dict(mode='whole'))\ndata = dict(test_pipeline=dict(scale=(64, 64), keep_ratio=False))\n")
         configs[kind] = path
     # Our own checkpoints: one through --checkpoint, one in a train.py work dir.
     vit, _ = loading.load_model(configs["VisionTransformer"], None)
@@ -378,3 +391,91 @@ def test_reproduce_tables_prints_every_column(tmp_path: Path, capsys: pytest.Cap
     assert last.count("—") == 6 and last.rstrip().endswith("no checkpoint |")
     assert json.loads((out / "results.json").read_text())["rows"][2]["ours"] is None
     assert (out / "table.md").read_text().splitlines()[2].startswith("| Head | Backbone | mIoU (paper)")
+
+
+def suim_samples(tmp_path: Path, num: int = 2) -> Path:
+    """The first ``num`` shared SUIM samples with label PNGs (raw masks converted in a copy); the samples
+    have no SR (sea-floor) pixels, so the first mask's top-left 64x64 corner is made SR."""
+    import shutil
+
+    from dynseg.data.prep_suim import convert_suim
+
+    src = SHARED / "data" / "samples" / "SUIM" / "TEST"
+    need(src)
+    root = tmp_path / "suim"
+    (root / "TEST" / "images").mkdir(parents=True)
+    (root / "TEST" / "masks").mkdir(parents=True)
+    for image in sorted((src / "images").glob("*.jpg"))[:num]:
+        shutil.copy(image, root / "TEST" / "images" / image.name)
+        shutil.copy(src / "masks" / f"{image.stem}.bmp", root / "TEST" / "masks" / f"{image.stem}.bmp")
+    assert not convert_suim(root, progress=False).errors
+    first = sorted((root / "TEST" / "masks_label").glob("*.png"))[0]
+    label = np.array(Image.open(first))
+    assert not (label == 7).any()
+    label[:64, :64] = 7
+    Image.fromarray(label).save(first)
+    return root
+
+
+def test_official_suim_checkpoint_through_test_py_and_the_tools(server: Server, hub_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """A 9-output official-format SUIM checkpoint, by zoo name: test.py scores our 8 classes through the map
+    (predictions = the map applied to the raw outputs; SR, which the head cannot predict, scored as BW or,
+    with --our-labels, as itself), and get_fps / get_flops take the name too."""
+    from dynseg.convert.weights import to_official
+    from dynseg.data import build_dataset
+
+    root = suim_samples(tmp_path)
+    config = tmp_path / "tiny_suim.py"
+    config.write_text(
+        f'_base_ = "{REPO}/config/clustvit/others/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py"\n'
+        "model = dict(backbone=dict(embed_dim=32, depth=3, num_heads=2, out_indices=(2,), injection_point=1,\n"
+        "                           cluster_mlp_size=32), decode_head=dict(embed_dim=32, depth=1, num_heads=2))\n"
+        "data = dict(test_pipeline=dict(scale=(128, 128)))\n")
+    raw = loading.build_model(load_config(config, ["model.num_classes=9"]), None, seed=3)
+    torch.save({"meta": {}, "state_dict": to_official(raw.state_dict())}, tmp_path / "suim9.pth")
+    server.files["/files/106"] = (tmp_path / "suim9.pth").read_bytes()
+    entry = ZooEntry("tiny-suim9", str(config), server.url("/files/106"), server.url("/c"), "SUIM", "Segmenter",
+                     50.0, cfg_options=("model.num_classes=9", f"data.root={root}"), class_map="suim9")
+    monkeypatch.setitem(ZOO, entry.name, entry)
+    spec = importlib.util.spec_from_file_location("test_py", REPO / "test.py")
+    test_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_py)
+
+    assert test_py.main([entry.name, "--work-dir", str(tmp_path / "seed"), "--out", str(tmp_path / "pred")]) == 0
+    seed = json.loads((tmp_path / "seed" / "results.json").read_text())
+    assert seed["scoring"] == "official" and seed["class_map"] == "suim9" and len(seed["classes"]) == 8
+    assert seed["IoU"][7] is None  # SR: absent from the scored labels and never predicted, out of the mean
+    assert "scored as the official masks label them" in capsys.readouterr().out
+    # The saved predictions are the map applied to the raw 9 outputs.
+    official_to_ours = torch.tensor([0, 1, 3, -1, 4, 2, 6, 5, -1])
+    dataset = build_dataset(load_config(config, [f"data.root={root}"])["data"], "test")
+    agree = total = 0
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        with torch.no_grad():
+            logits = raw.predict_logits(sample["image"][None].float())
+        logits = F.interpolate(logits, sample["mask"].shape[-2:], mode="bilinear", align_corners=False)
+        want = official_to_ours[logits.argmax(1)[0]]
+        got = torch.from_numpy(np.array(Image.open(tmp_path / "pred" / f"{Path(sample['path']).stem}.png")))
+        assert not bool((got == 7).any())
+        mapped = want >= 0
+        agree += int((got[mapped] == want[mapped]).sum())
+        total += int(mapped.sum())
+    assert total > 0 and agree / total > 0.999, agree / total  # accelerated kernels may flip a near-tie
+
+    assert test_py.main([entry.name, "--our-labels", "--work-dir", str(tmp_path / "ours")]) == 0
+    ours = json.loads((tmp_path / "ours" / "results.json").read_text())
+    assert ours["scoring"] == "ours" and ours["IoU"][7] == 0.0  # SR is in the labels, never predicted
+    assert ours["IoU"][1:7] == seed["IoU"][1:7] and ours["mIoU"] < seed["mIoU"]  # BW and the mean change
+    assert ours["IoU"][0] <= seed["IoU"][0]
+    assert server.requests == {"/files/106": 1}  # downloaded once, then the cache
+
+    fps = _tool("get_fps").main([entry.name, "--shape", "64", "64", "--repeat-times", "1",
+                                 "--work-dir", str(tmp_path / "fps")])
+    assert fps["checkpoint"] is None and fps["img_s_median"] > 0
+    flops = _tool("get_flops").main([entry.name, "--shape", "64", "64", "--work-dir", str(tmp_path / "flops")])
+    assert flops["gflops_mean"] > 0
+    with pytest.raises(ValueError, match="give a CHECKPOINT"):
+        _tool("get_fps").main([str(config), "--shape", "64", "64"])

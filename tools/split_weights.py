@@ -3,7 +3,9 @@
     python tools/split_weights.py CHECKPOINT [--out-dir DIR]        # -> DIR/backbone.safetensors, decode_head...
     python tools/split_weights.py DIR --merge --out merged.pth      # the inverse
 
-Official (mmseg) and our own checkpoints are accepted; parts use our parameter names.
+Official (mmseg) and our own checkpoints are accepted; parts use our parameter names. CHECKPOINT may be a
+zoo name (``python -m dynseg.zoo list``): its released file, downloaded once (default parts folder:
+``work_dirs/<name>_parts``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from dynseg.convert.split import format_split, merge_parts, split_checkpoint  # noqa: E402
+from dynseg.zoo import ZOO, fetch  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     src = Path(args.source)
     try:
+        if not args.merge and not src.exists() and args.source in ZOO:
+            src = fetch(ZOO[args.source])
+            args.out_dir = args.out_dir or str(Path("work_dirs") / f"{args.source}_parts")
         if args.merge:
             summary = merge_parts(src, args.out or src / "merged.pth")
             text = f"merged {summary['tensors']} tensors ({summary['params'] / 1e6:.3f} M params) -> {summary['file']}"
