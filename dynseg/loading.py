@@ -116,14 +116,18 @@ def build_model(
     """Build the config's segmentor and load ``checkpoint`` (any supported format) strictly.
 
     ``checkpoint`` ``None`` / ``"none"``: random weights, seeded with ``seed`` so they are the same from
-    run to run (a note goes to stderr). The config's ImageNet ``pretrained`` URL is never fetched here:
-    it only initialises training.
+    run to run (a note goes to stderr). The config's ImageNet ``pretrained`` URL is never fetched here
+    (it only initialises training), nor, with a checkpoint, CTS's ``policy_weights`` file.
     """
     from .convert.weights import load_checkpoint
     from .models.build import build_segmentor
 
     torch.manual_seed(seed)
-    model = build_segmentor({**cfg["model"], "pretrained": None})
+    model_cfg = {**cfg["model"], "pretrained": None}
+    if not no_checkpoint(checkpoint) and model_cfg["backbone"].get("policy_weights"):
+        # A whole-segmentor checkpoint holds CTS's policy net too: its separate file is not needed.
+        model_cfg["backbone"] = {**model_cfg["backbone"], "policy_weights": None}
+    model = build_segmentor(model_cfg)
     if no_checkpoint(checkpoint):
         print("dynseg: no checkpoint given: the model has random weights", file=sys.stderr)
     else:

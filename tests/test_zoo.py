@@ -479,3 +479,22 @@ def test_official_suim_checkpoint_through_test_py_and_the_tools(server: Server, 
     assert flops["gflops_mean"] > 0
     with pytest.raises(ValueError, match="give a CHECKPOINT"):
         _tool("get_fps").main([str(config), "--shape", "64", "64"])
+
+
+def test_a_cts_checkpoint_needs_no_policy_weights_file(tmp_path: Path) -> None:
+    """The CTS configs name a policy-net file (user-trained, not shipped); a whole-segmentor checkpoint (a
+    released one, or ours) already holds the policy net, so loading one never reads that file."""
+    config = tmp_path / "tiny_cts.py"
+    config.write_text(
+        f'_base_ = "{REPO}/config/cts/segmenter_cts-b_mask_1xb8-80k_suim-512x512.py"\n'
+        "model = dict(backbone=dict(embed_dim=32, depth=3, num_heads=2, out_indices=(2,), img_size=(64, 64),\n"
+        "                           num_shared=2), decode_head=dict(embed_dim=32, depth=1, num_heads=2))\n")
+    assert load_config(config)["model"]["backbone"]["policy_weights"] == "weights/policynet.safetensors"
+    with pytest.raises(FileNotFoundError, match="policy_weights"):
+        loading.load_model(config, None)  # random weights: the policy file is needed, and missing
+    trained, _ = loading.load_model(config, None, ["model.backbone.policy_weights=None"], seed=2)
+    torch.save({"format": "dynseg-v1", "model": trained.state_dict()}, tmp_path / "cts.pth")
+    loaded, _ = loading.load_model(config, tmp_path / "cts.pth")
+    images = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict_logits(images), trained.predict_logits(images), rtol=0, atol=0)
