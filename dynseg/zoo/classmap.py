@@ -48,6 +48,7 @@ def map_logits(logits: Tensor, source: Tensor) -> Tensor:
     """
     if logits.shape[1] <= int(source.max()):
         raise ValueError(f"class map: expected at least {int(source.max()) + 1} outputs, got {logits.shape[1]}")
+    source = source.to(logits.device)
     out = logits.index_select(1, source.clamp(min=0))
     missing = source < 0
     if bool(missing.any()):
@@ -75,7 +76,9 @@ class ClassMapped(nn.Module):
                              f"{class_map.num_outputs}")
         self.model = model
         self.class_map = class_map
-        self.register_buffer("source", torch.tensor(class_map.source, dtype=torch.int64), persistent=False)
+        device = next(model.parameters()).device  # wrapped after the model moved: the index goes along
+        self.register_buffer("source", torch.tensor(class_map.source, dtype=torch.int64, device=device),
+                             persistent=False)
         self.num_classes = len(class_map.source)
 
     def __getattr__(self, name: str) -> Any:
