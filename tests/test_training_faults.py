@@ -12,7 +12,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -293,7 +292,8 @@ def small_tmpfs(tmp_path: Path):
 
 def test_full_disk_one_line_previous_checkpoint_and_log_intact(small_tmpfs: Path, tiny: Path) -> None:
     """On a 1.5 MiB tmpfs: the 2nd checkpoint (~0.9 MiB) is refused before a byte is written; a write the
-    estimate misses fails mid-way on ENOSPC; a log line on the full disk fails in one line too."""
+    estimate misses fails mid-way on ENOSPC; a log line on the full disk fails in one line too; remounted
+    read-only, a new run fails at its lock file."""
     work = small_tmpfs / "run"
     cfg = load_config(tiny, ["schedule.max_iters=4", "schedule.checkpoint_interval=2", "schedule.val_interval=5"])
     with pytest.raises(WriteError) as err:
@@ -323,4 +323,8 @@ def test_full_disk_one_line_previous_checkpoint_and_log_intact(small_tmpfs: Path
                                                    "needs about ") + r"[\d,]+ bytes, 0 bytes free"):
         log.log_train(5, {"loss": 1.0}, 0.1, {f"extra_{i}": 1.0 for i in range(1000)})  # past the last page
     assert [r["iter"] for r in _records(work / "log.jsonl")] == [1, 2, 3, 4]
-    shutil.rmtree(work)
+    # Read-only: the run ends before it starts, at the lock file (the work dir of a fresh run).
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    with pytest.raises(WriteError, match=re.escape(f"{small_tmpfs / 'new' / '.lock'}: cannot write (Read-only")):
+        train(cfg, small_tmpfs / "new", tensorboard=False)
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler", "run"]

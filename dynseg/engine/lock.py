@@ -16,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
+from dynseg.atomic import WriteError, write_failure
+
 LOCK_NAME = ".lock"
 
 
@@ -33,12 +35,18 @@ class WorkDirLock:
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open lock file
 
     def acquire(self) -> WorkDirLock:
-        """Takes the lock (creating the folder); raises WorkDirLockedError naming the holder's pid.
+        """Takes the lock (creating the folder); raises WorkDirLockedError naming the holder's pid, or
+        dynseg.atomic.WriteError when the folder cannot be written (read-only, full).
 
         On a file system without ``flock`` support (some Lustre mounts) it warns and runs unlocked.
         """
-        self.work.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.work.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:  # a read-only or full file system: the run could not write anything there
+            if write_failure(e) is None:
+                raise
+            raise WriteError(self.path, e.strerror, e.errno) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
