@@ -10,13 +10,17 @@ drops their copy so that the lock does not outlive the run's main process.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 import warnings
 from pathlib import Path
 
 from dynseg.atomic import WriteError, write_failure
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs go unlocked (with a warning)
+    fcntl = None
 
 LOCK_NAME = ".lock"
 
@@ -40,6 +44,10 @@ class WorkDirLock:
 
         On a file system without ``flock`` support (some Lustre mounts) it warns and runs unlocked.
         """
+        if fcntl is None:
+            warnings.warn("no flock on this platform: nothing stops a second run from writing "
+                          f"{self.work}", stacklevel=2)
+            return self
         try:
             self.work.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

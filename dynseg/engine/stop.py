@@ -13,7 +13,8 @@ import signal
 import threading
 from collections.abc import Sequence
 
-DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+# SIGUSR1 is POSIX only: elsewhere the default is the other two.
+DEFAULT_STOP_SIGNALS = tuple(name for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 
 def parse_signals(names: Sequence[str]) -> tuple[signal.Signals, ...]:
