@@ -101,11 +101,13 @@ def test_merge_plan_sizes_and_id_check_come_from_one_read():
     assert plan.segments().tolist() == [0] * 7 + [1] * 7
 
 
-def test_compiled_backbone_does_not_recompile_per_merged_length():
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_compiled_backbone_does_not_recompile_per_merged_length(training: bool):
     """torch.compile of the backbone: batches of different merged lengths reuse the graphs compiled
-    for the second length seen (automatic dynamic shapes), so at most 2 compilations of each graph."""
+    for the second length seen (automatic dynamic shapes), so at most 2 compilations of each graph;
+    in training too (forward and backward, stochastic depth on)."""
     torch.manual_seed(0)
-    seg = build_segmentor(tiny_cfg()).eval()
+    seg = build_segmentor(tiny_cfg(drop_path_rate=0.1)).train(training)
     graphs: list[int] = []
 
     def counting_backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
@@ -117,13 +119,17 @@ def test_compiled_backbone_does_not_recompile_per_merged_length():
     x = seg.normalise(torch.rand(2, 3, 64, 64) * 255)
     gen = torch.Generator().manual_seed(0)
     lengths, per_batch = set(), []
-    with torch.no_grad():
+    with torch.set_grad_enabled(training):
         for keep in (2, 5, 8, 11, 3, 9):  # kept tokens of the first image: a new packed length every batch
             ids = torch.randint(1, 4, (2, 16), generator=gen)
             ids[0, :keep] = 0
             out = compiled(x, cluster_ids=ids)
-            ref = seg.backbone(x, cluster_ids=ids)
-            torch.testing.assert_close(out.features[0], ref.features[0], rtol=1e-5, atol=1e-5)
+            if training:  # stochastic depth draws differ between the two runs: compare gradients' presence
+                out.features[0].square().mean().backward()
+                assert seg.backbone.blocks[-1].mlp.fc2.weight.grad.abs().sum() > 0
+            else:
+                ref = seg.backbone(x, cluster_ids=ids)
+                torch.testing.assert_close(out.features[0], ref.features[0], rtol=1e-5, atol=1e-5)
             lengths.add(tuple(out.tokens_per_block[:, -1].tolist()))
             per_batch.append(len(graphs))
     assert len(lengths) == 6

@@ -11,7 +11,8 @@ sequence's length, ``max_seqlen``, is known without the data (``1 + N + K`` for 
 Per device (one ``torch.library`` custom op, so ``torch.compile`` sees a single opaque op):
 
 * CPU: one ``F.scaled_dot_product_attention`` per sequence (the offsets are read on the host, where
-  that costs nothing); sequences of equal length run as one batch.
+  that costs nothing); sequences of equal length run as one batch. Traced by ``torch.compile`` with
+  autograd recording (compiled training), it pads instead, as below, so no graph depends on the lengths.
 * CUDA, float16 / bfloat16: PyTorch's fused variable-length kernel
   (``torch.nn.attention.varlen.varlen_attn``) where this torch has it;
 * anything else (CUDA float32, older torch): :func:`padded_attention`, every sequence padded to
@@ -91,7 +92,7 @@ def sequence_attention(qkv: Tensor, lengths: list[int], num_heads: int) -> Tenso
 
 def packed_attention_impl(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int) -> Tensor:
     """The per-device choice of :func:`packed_attention` (differentiable PyTorch on every path)."""
-    if qkv.device.type == "cpu":
+    if qkv.device.type == "cpu" and not torch.compiler.is_compiling():  # traced: lengths would specialise
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # host memory already: no sync
         return sequence_attention(qkv, lengths, num_heads)
     varlen_attn = _varlen_attn() if qkv.dtype in (torch.float16, torch.bfloat16) else None
