@@ -1,0 +1,406 @@
+"""One prepared check of a device: correctness, inference and training speed, and the GPU training paths.
+
+    python tools/device_check.py --device cuda --out DIR [--fixtures DIR] [--data-root DIR] [--smoke]
+
+In order, each section wrapped so that a failure is recorded and the rest still runs:
+  1. every parity fixture (``dynseg.parity``, accelerated float32, TF32 off) and batch invariance
+     (SUIM samples, and a tiny model on edge batches): max errors;
+  2. host synchronisations per forward (CUDA: ``torch.cuda.set_sync_debug_mode``);
+  3. Segmenter ViT-b against ClustViT-b k3/ip3 and k4/ip4 on the SUIM samples at 512², oracle clusters:
+     img/s at each batch size, fp32 eager and bf16 eager, FLOP ratio and efficiency (speed-up / FLOP ratio);
+  4. a training step (bf16 autocast, SGD) of each, random weights;
+  5. a few fp16 steps with GradScaler and a few DDP steps (world size 1; NCCL on CUDA, gloo on CPU);
+  6. bf16 compiled inference (``dynseg.accel.accelerate(..., compile=True)``), last because compiling
+     takes the longest; no new model is compiled after ``--budget-s`` seconds.
+DIR/device_check.json (``device``, ``torch``, ``correctness``, ``timings``, ...) and DIR/device_check.md are
+rewritten after every section. Exit code 1 if a correctness check failed, 2 if only a section crashed.
+
+``--smoke``: the same code on tiny models (width 32, 6 blocks, 128² images), 2 timed iterations, batch
+sizes 1 and 4, compiled with the cheap ``eager`` backend: seconds on a CPU (tests/test_device_check.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dynseg import bench, parity  # noqa: E402
+from dynseg import device_check as dc  # noqa: E402
+from dynseg.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+
+MODELS = {  # the ViT baseline first: every ratio is against it
+    "ViT-b": "config/vit/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py",
+    "ClustViT-b k3/ip3": "config/clustvit/others/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py",
+    "ClustViT-b k4/ip4": "config/clustvit/others/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k4_ip4.py",
+}
+BASELINE = "ViT-b"
+# Whole-image inference: at 512² it is the slide mode's single window, and it keeps a batch one batch
+# (slide mode runs the windows of each image separately).
+ALWAYS = ["model.test_cfg.mode=whole"]
+SMOKE = ["model.backbone.img_size=(128, 128)", "model.backbone.embed_dim=32", "model.backbone.depth=6",
+         "model.backbone.num_heads=2", "model.backbone.out_indices=(5,)", "model.decode_head.embed_dim=32",
+         "model.decode_head.depth=1", "model.decode_head.num_heads=2", "data.test_pipeline.scale=(128, 128)"]
+SMOKE_CLUST = ["model.backbone.cluster_mlp_size=32"]
+SMOKE_COMPILED = "ClustViT-b k4/ip4"  # tracing costs seconds per model even with the eager backend
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    shared = ROOT.parent / "shared"
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), required=True)
+    p.add_argument("--out", required=True, type=Path, help="folder for device_check.json and device_check.md")
+    p.add_argument("--smoke", action="store_true", help="tiny models, few iterations (CPU test of the script)")
+    p.add_argument("--fixtures", type=Path, default=shared / "fixtures" / "reference", help="parity fixture folder")
+    p.add_argument("--data-root", type=Path, default=shared / "data" / "samples" / "SUIM",
+                   help="SUIM root: raw samples (TEST/images, TEST/masks/*.bmp; converted in a temporary copy) "
+                        "or a prepared root (TEST/masks_label)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", help="inference batch sizes (default 1 8 32; smoke 1 4)")
+    p.add_argument("--iters", type=int, help="timed iterations per row (default 20; smoke 2)")
+    p.add_argument("--warmup", type=int, help="untimed iterations first (default 3; smoke 1)")
+    p.add_argument("--train-batch", type=int, help="training-step batch (default 8; smoke 2)")
+    p.add_argument("--sync-batch", type=int, default=8, help="batch of the host-sync count")
+    p.add_argument("--compile-backend", help="torch.compile backend (default inductor; smoke eager)")
+    p.add_argument("--skip-compile", action="store_true", help="no compiled rows")
+    p.add_argument("--compile-models", nargs="+", choices=list(MODELS), metavar="NAME",
+                   help=f"models timed compiled (default all; smoke {SMOKE_COMPILED!r})")
+    p.add_argument("--compile-batch-sizes", type=int, nargs="+", help="batch sizes timed compiled (default "
+                   "--batch-sizes; smoke 4: each new batch size costs a recompile)")
+    p.add_argument("--limit", type=int, help="use the first N SUIM samples (default all; smoke 3)")
+    p.add_argument("--budget-s", type=float, default=330.0, help="compile no further model after this many seconds")
+    args = p.parse_args(argv)
+    defaults = dict(batch_sizes=[1, 4], iters=2, warmup=1, train_batch=2, compile_backend="eager",
+                    compile_models=[SMOKE_COMPILED], compile_batch_sizes=[4], limit=3) if args.smoke else \
+        dict(batch_sizes=[1, 8, 32], iters=20, warmup=3, train_batch=8, compile_backend="inductor",
+             compile_models=list(MODELS))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.compile_batch_sizes is None:
+        args.compile_batch_sizes = args.batch_sizes
+    return args
+
+
+class Run:
+    """The report being built, its sections, and the clock."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device, self.t0 = args, device, time.perf_counter()
+        self.report: dict[str, Any] = {
+            "device": describe_device(device), "torch": describe_torch(), "smoke": args.smoke,
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "correctness": [], "host_syncs": {}, "flops": {},
+            "timings": {"inference": [], "train_step": []}, "training_paths": {}, "errors": [],
+        }
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def log(self, message: str) -> None:
+        print(f"[{self.elapsed():7.1f} s] {message}", flush=True)
+
+    def section(self, name: str, fn: Callable[[], None], correctness: bool = False) -> None:
+        """Run one section; a crash is recorded (and, for a correctness section, fails the check)."""
+        self.log(f"{name} ...")
+        try:
+            fn()
+        except Exception as e:  # every section reports and the next one still runs
+            text = f"{type(e).__name__}: {e}"
+            self.log(f"{name} FAILED: {text}")
+            self.report["errors"].append({"section": name, "error": text, "traceback": traceback.format_exc()})
+            if correctness:
+                self.check(f"{name} (section crashed)", False, None, error=text)
+        finally:
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self.report["elapsed_s"] = self.elapsed()
+        self.save()
+
+    def check(self, name: str, passed: bool, max_error: float | None, **extra: Any) -> None:
+        self.report["correctness"].append({"name": name, "passed": bool(passed), "max_error": max_error, **extra})
+        self.log(f"  {'ok  ' if passed else 'FAIL'} {name}" + (f" (max error {max_error:.3g})" if max_error is not None else ""))
+
+    def save(self) -> None:
+        out = self.args.out
+        write_json_atomic(out / "device_check.json", self.report)
+        write_text_atomic(out / "device_check.md", markdown(self.report))
+
+
+def describe_device(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"type": "cuda", "name": props.name, "capability": list(torch.cuda.get_device_capability(device)),
+                "memory_gib": round(props.total_memory / 2**30, 1), "count": torch.cuda.device_count()}
+    return {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+
+
+def describe_torch() -> dict[str, Any]:
+    return {"version": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "python": platform.python_version()}
+
+
+def suim_root(src: Path, work: Path) -> Path:
+    """``src`` if its test split has label PNGs, else a copy of its raw samples converted in ``work``."""
+    from dynseg.data.prep_suim import convert_suim
+
+    if any((src / d / "masks_label").is_dir() for d in ("TEST", "test")):
+        return src
+    split = next((d for d in ("TEST", "test") if (src / d / "masks").is_dir()), None)
+    if split is None:
+        raise FileNotFoundError(f"{src}: expected TEST/images with TEST/masks (raw SUIM) or TEST/masks_label")
+    root = work / "suim"
+    shutil.copytree(src / split / "images", root / split / "images")
+    (root / split / "masks").mkdir(parents=True)
+    for mask in (src / split / "masks").iterdir():
+        if mask.is_file():
+            shutil.copy(mask, root / split / "masks" / mask.name)
+    report = convert_suim(root, progress=False)
+    if report.errors:
+        raise ValueError(f"{src}: SUIM conversion failed: {report.errors[0]}")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this torch sees no CUDA device")
+    device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
+    dc.strict_fp32()
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = Run(args, device)
+    run.log(f"device {run.report['device']['name']}, torch {torch.__version__}")
+    state: dict[str, Any] = {"models": {}, "samples": []}
+    with tempfile.TemporaryDirectory(prefix="device_check_") as tmp:
+        run.section("parity fixtures", lambda: check_fixtures(run), correctness=True)
+        run.section("models and samples", lambda: load_models(run, state, Path(tmp)))
+        run.section("batch invariance", lambda: check_batch_invariance(run, state), correctness=True)
+        if device.type == "cuda":
+            run.section("host syncs", lambda: check_host_syncs(run, state), correctness=True)
+        else:
+            run.report["host_syncs"] = {"skipped": "CUDA only (torch.cuda.set_sync_debug_mode)"}
+        for mode in ("fp32 eager", "bf16 eager"):
+            run.section(f"inference {mode}", lambda mode=mode: time_inference(run, state, mode))
+        run.section("training step", lambda: time_training(run, state))
+        run.section("fp16 GradScaler training", lambda: training_path(run, state, "fp16_gradscaler"), correctness=True)
+        run.section("DDP training", lambda: training_path(run, state, "ddp"), correctness=True)
+        if not args.skip_compile:
+            run.section("inference bf16 compiled", lambda: time_inference(run, state, "bf16 compiled"))
+    add_ratios(run.report)
+    run.report["elapsed_s"] = run.elapsed()
+    run.save()
+    failed = [c["name"] for c in run.report["correctness"] if not c["passed"]]
+    run.log(f"done: {len(run.report['correctness']) - len(failed)}/{len(run.report['correctness'])} checks passed, "
+            f"{len(run.report['errors'])} section errors; {args.out / 'device_check.json'}")
+    return 1 if failed else 2 if run.report["errors"] else 0
+
+
+def check_fixtures(run: Run) -> None:
+    files = parity.fixture_files(run.args.fixtures)
+    if not files:
+        raise FileNotFoundError(f"{run.args.fixtures}: no *.pt parity fixtures")
+    for path in files:
+        name = f"parity {path.name} (accelerated fp32)"
+        try:
+            torch.manual_seed(0)
+            comparisons = parity.check_file(torch.load(path, weights_only=True), run.device, accelerated=True)
+        except Exception as e:  # one bad file is one failed check
+            run.check(name, False, None, fixture=path.name, error=f"{type(e).__name__}: {e}")
+            continue
+        s = parity.summarise(comparisons)
+        run.check(name, s["passed"], s["max_error"], fixture=path.name, worst=s["worst"], failed=s.get("failed", []),
+                  comparisons=[c.to_dict() for c in comparisons])
+
+
+def load_models(run: Run, state: dict, tmp: Path) -> None:
+    args = run.args
+    for name, config in MODELS.items():
+        options = ALWAYS + (SMOKE + (SMOKE_CLUST if "ClustViT" in name else []) if args.smoke else [])
+        seg, cfg = bench.load_model(str(ROOT / config), None, options, run.device)
+        state["models"][name] = seg
+        if not state["samples"]:
+            state["samples"] = bench.load_samples(cfg, str(suim_root(args.data_root, tmp)), "test", args.limit)
+            run.log(f"  {len(state['samples'])} SUIM samples at {tuple(state['samples'][0].image.shape[1:])}")
+        per_image = bench.flops_per_image(seg, state["samples"], oracle=True)
+        run.report["flops"][name] = {"config": config, "cfg_options": options,
+                                     "gflops_mean": sum(per_image) / len(per_image) / 1e9,
+                                     "gflops_per_image": [f / 1e9 for f in per_image]}
+        run.log(f"  {name}: {run.report['flops'][name]['gflops_mean']:.2f} GFLOPs per image")
+
+
+def check_batch_invariance(run: Run, state: dict) -> None:
+    samples = state["samples"]
+    batch = dc.cycle_batches(samples, len(samples), 1, run.device)[0]
+    for name, seg in state["models"].items():
+        res = dc.batch_invariance(dc.inference_copy(seg, run.device, None, None), batch)
+        run.check(f"batch invariance {name} (SUIM batch {len(samples)} vs each alone, fp32, oracle)",
+                  res.pop("passed"), res.pop("max_error"), **res)
+    res = dc.edge_batch_invariance(run.device)
+    run.check("batch invariance tiny ClustViT+UPerHead (unreduced and one-cluster images in the batch)",
+              res.pop("passed"), res.pop("max_error"), **res)
+
+
+def check_host_syncs(run: Run, state: dict) -> None:
+    images, masks = dc.cycle_batches(state["samples"], run.args.sync_batch, 1, run.device)[0]
+    for name, seg in state["models"].items():
+        model = dc.inference_copy(seg, run.device, None, None)
+        limit = 1 if model.num_clusters else 0  # ClustViT: the merge plan's one read of its sizes
+        counts = {}
+        for label, oracle in (("oracle clusters", True), ("own clusters", False)):
+            if oracle and not model.num_clusters:
+                continue
+            with torch.no_grad():
+                model(images, masks, oracle=oracle)  # warm-up: lazy initialisation is no per-forward cost
+                counts[label] = dc.count_host_syncs(run.device, model, images, masks, oracle=oracle)
+            run.check(f"host syncs per forward {name} ({label}, batch {len(images)}, fp32 eager) <= {limit}",
+                      counts[label] <= limit, None, value=counts[label], limit=limit)
+        run.report["host_syncs"][name] = {"batch": len(images), "fp32 eager": counts}
+
+
+def time_inference(run: Run, state: dict, mode: str) -> None:
+    args, device = run.args, run.device
+    amp, compiled = mode.startswith("bf16"), mode.endswith("compiled")
+    for name, seg in state["models"].items():
+        if compiled and name not in args.compile_models:
+            continue
+        if compiled and run.elapsed() > args.budget_s:
+            run.report["errors"].append({"section": f"inference {mode}", "error": f"{name}: skipped, "
+                                         f"{run.elapsed():.0f} s > --budget-s {args.budget_s:.0f}"})
+            run.log(f"  {name}: skipped (time budget)")
+            continue
+        model = dc.inference_copy(seg, device, torch.bfloat16 if amp else None, args.compile_backend if compiled else None)
+        t_model = time.perf_counter()
+        for b in args.compile_batch_sizes if compiled else args.batch_sizes:
+            batches = dc.cycle_batches(state["samples"], b, len(state["samples"]), device)
+            row = {"model": name, "mode": mode, **dc.time_inference(model, batches, amp, args.iters, args.warmup, device)}
+            if compiled and b == args.sync_batch and device.type == "cuda":
+                with bench.autocast(device, amp):
+                    row["host_syncs_per_forward"] = dc.count_host_syncs(device, bench.infer, model, *batches[0], True)
+            run.report["timings"]["inference"].append(row)
+            run.log(f"  {name} {mode} batch {b}: {row['img_s']:.1f} img/s")
+        if compiled:
+            run.report["timings"].setdefault("compile_s", {})[name] = time.perf_counter() - t_model
+        del model
+
+
+def time_training(run: Run, state: dict) -> None:
+    batch = dc.cycle_batches(state["samples"], run.args.train_batch, 1, run.device)[0]
+    for name, seg in state["models"].items():
+        row = {"model": name, "amp": "bf16", **dc.time_train_step(seg, batch, run.args.iters, run.args.warmup, run.device)}
+        run.report["timings"]["train_step"].append(row)
+        run.log(f"  {name} train step batch {row['batch']}: {row['ms_per_step']:.1f} ms")
+
+
+def training_path(run: Run, state: dict, kind: str) -> None:
+    name = next(n for n, s in state["models"].items() if s.num_clusters)
+    batch = dc.cycle_batches(state["samples"], 2, 1, run.device)[0]
+    fn = dc.fp16_gradscaler_run if kind == "fp16_gradscaler" else dc.ddp_run
+    res = {"model": name, **fn(state["models"][name], batch, 4, run.device)}
+    run.report["training_paths"][kind] = res
+    label = "fp16 autocast + GradScaler" if kind == "fp16_gradscaler" else f"DDP world size 1 ({res['backend']})"
+    run.check(f"{label}: {res['iters']} training steps of {name}, finite losses, weights updated", res["passed"], None,
+              losses=res["losses"])
+
+
+def add_ratios(report: dict) -> None:
+    """Speed-up over the ViT row of the same mode and batch, FLOP ratio and efficiency, for every row."""
+    flops = {n: f["gflops_mean"] for n, f in report["flops"].items()}
+    rows = report["timings"]["inference"]
+    base = {(r["mode"], r["batch"]): r["img_s"] for r in rows if r["model"] == BASELINE}
+    for r in rows:
+        ref = base.get((r["mode"], r["batch"]))
+        _ratios(r, r["img_s"] / ref if ref else None, flops)
+    train = {r["model"]: r for r in report["timings"]["train_step"]}
+    for r in train.values():
+        ref = train.get(BASELINE)
+        _ratios(r, ref["ms_per_step"] / r["ms_per_step"] if ref else None, flops)
+
+
+def _ratios(row: dict, speedup: float | None, flops: dict[str, float]) -> None:
+    ratio = flops[BASELINE] / flops[row["model"]] if BASELINE in flops and row["model"] in flops else None
+    row["speedup"] = speedup
+    row["flop_ratio"] = ratio
+    row["efficiency"] = speedup / ratio if speedup is not None and ratio else None
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "**NO**"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if math.isfinite(v) and abs(v) < 1e4 else f"{v:.0f}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(report: dict) -> str:
+    dev, tv = report["device"], report["torch"]
+    out = [f"# Device check: {dev['name']} ({dev['type']}), torch {tv['version']}"
+           + (" — SMOKE RUN (tiny models)" if report["smoke"] else "") + "\n",
+           f"TF32 off (matmul {tv['tf32_matmul']}, cuDNN {tv['tf32_cudnn']}); {report.get('elapsed_s', 0):.0f} s.\n",
+           "## Correctness\n",
+           _table(["check", "passed", "max error", "detail"],
+                  [[c["name"], c["passed"], c["max_error"], c.get("error") or c.get("worst")
+                    or (f"{c['pixels_differ']} of {c['pixels']} pixels differ ({c['pixels_at_float_ties']} at float ties)"
+                        if "pixels" in c else f"value {c['value']}" if "value" in c else "")]
+                   for c in report["correctness"]])]
+    if report["flops"]:
+        out += ["\n## FLOPs per image (batch 1, oracle clusters)\n",
+                _table(["model", "GFLOPs"], [[n, f["gflops_mean"]] for n, f in report["flops"].items()])]
+    if report["timings"]["inference"]:
+        out += ["\n## Inference (SUIM samples, oracle clusters)\n",
+                _table(["model", "mode", "batch", "img/s", "ms/batch", "speed-up", "FLOP ratio", "efficiency"],
+                       [[r["model"], r["mode"], r["batch"], r["img_s"], r["ms_per_batch"], r.get("speedup"),
+                         r.get("flop_ratio"), r.get("efficiency")] for r in report["timings"]["inference"]])]
+    if report["timings"]["train_step"]:
+        out += ["\n## Training step (bf16 autocast, SGD, oracle clusters)\n",
+                _table(["model", "batch", "ms/step", "img/s", "speed-up", "FLOP ratio (inference)", "speed-up / FLOP ratio"],
+                       [[r["model"], r["batch"], r["ms_per_step"], r["img_s"], r.get("speedup"), r.get("flop_ratio"),
+                         r.get("efficiency")] for r in report["timings"]["train_step"]])]
+    syncs = {n: v for n, v in report["host_syncs"].items() if isinstance(v, dict)}
+    compiled_syncs = {r["model"]: r["host_syncs_per_forward"] for r in report["timings"]["inference"]
+                      if "host_syncs_per_forward" in r}
+    if syncs or compiled_syncs:
+        out += ["\n## Host syncs per forward (CUDA sync debug mode)\n",
+                _table(["model", "batch", "fp32 eager, oracle", "fp32 eager, own clusters", "bf16 compiled, oracle"],
+                       [[n, v["batch"], v["fp32 eager"].get("oracle clusters"), v["fp32 eager"].get("own clusters"),
+                         compiled_syncs.get(n)] for n, v in syncs.items()])]
+    paths = report["training_paths"]
+    if paths:
+        out += ["\n## Training paths\n",
+                _table(["path", "model", "passed", "losses", "detail"],
+                       [[k, v["model"], v["passed"], ", ".join(f"{x:.4g}" for x in v["losses"]),
+                         f"{v['steps_applied']} steps applied, {v['steps_skipped']} skipped by the scaler"
+                         if "steps_applied" in v else f"backend {v['backend']}, all_reduce {v['all_reduce']}"]
+                        for k, v in paths.items()])]
+    if "compile_s" in report["timings"]:
+        out += ["\nCompile + timing seconds per model: "
+                + ", ".join(f"{n} {s:.0f}" for n, s in report["timings"]["compile_s"].items()) + "\n"]
+    if report["errors"]:
+        out += ["\n## Section errors\n", _table(["section", "error"], [[e["section"], e["error"]] for e in report["errors"]])]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
