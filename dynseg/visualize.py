@@ -29,17 +29,17 @@ def distinct_colours(n: int, saturation: float = 0.85, value: float = 0.95) -> l
     return out
 
 
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore: Sequence[int] = (0, 0, 0)) -> np.ndarray:
     """Label map -> RGB through ``palette``.
 
     Args:
-        mask: (H, W) integer labels; values outside the palette (e.g. 255 = ignore) become black.
+        mask: (H, W) integer labels; values outside the palette (e.g. 255 = ignore) get ``ignore``.
         palette: one (r, g, b) per class.
 
     Returns:
         (H, W, 3) uint8.
     """
-    table = np.zeros((256 if len(palette) <= 256 else len(palette) + 1, 3), dtype=np.uint8)
+    table = np.tile(np.asarray(ignore, dtype=np.uint8), (256 if len(palette) <= 256 else len(palette) + 1, 1))
     table[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     mask = np.asarray(mask)
     if mask.min(initial=0) < 0 or mask.max(initial=0) >= len(table):

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from dynseg.atomic import atomic_path
 from dynseg.metrics import IoUAccumulator, SizeStratifiedRecall
+from dynseg.visualize import colorize
 
 IGNORE_COLOUR = (255, 255, 255)  # ignore pixels in the ground-truth panel
 
@@ -58,19 +59,12 @@ class TokenCounter:
         self._handle.remove()
 
 
-def colourise(labels: np.ndarray, palette: list[tuple[int, int, int]]) -> np.ndarray:
-    """(H, W) labels -> (H, W, 3) uint8 colours; labels outside the palette (ignore) -> IGNORE_COLOUR."""
-    table = np.tile(np.array(IGNORE_COLOUR, dtype=np.uint8), (256, 1))  # (256, 3)
-    table[: len(palette)] = np.array(palette, dtype=np.uint8)
-    return table[np.clip(labels, 0, 255).astype(np.uint8)]
-
-
 def _panel(image: Tensor, mask: np.ndarray, pred: np.ndarray, palette: list[tuple[int, int, int]]) -> np.ndarray:
     """image | ground truth | prediction, all at the mask's (original) resolution."""
     h, w = mask.shape
     img = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
     img = img.clamp(0, 255).round().byte().permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
-    return np.concatenate([img, colourise(mask, palette), colourise(pred, palette)], axis=1)
+    return np.concatenate([img, colorize(mask, palette, IGNORE_COLOUR), colorize(pred, palette, IGNORE_COLOUR)], axis=1)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
