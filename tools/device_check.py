@@ -15,15 +15,15 @@ In order, each section wrapped so that a failure is recorded and the rest still 
 DIR/device_check.json (``device``, ``torch``, ``correctness``, ``timings``, ...) and DIR/device_check.md are
 rewritten after every section. Exit code 1 if a correctness check failed, 2 if only a section crashed.
 
-``--smoke``: the same code on tiny models (width 32, 6 blocks, 128² images), 2 timed iterations, batch
-sizes 1 and 4, compiled with the cheap ``eager`` backend: seconds on a CPU (tests/test_device_check.py).
+``--smoke``: the same code on tiny models (width 32, 6 blocks, 3 samples at 128²), 2 timed iterations,
+batch sizes 1 and 4, and only ClustViT k4/ip4 at batch 4 compiled, with the cheap ``eager`` backend:
+about 20-30 s on a CPU (tests/test_device_check.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import math
 import platform
 import shutil
 import sys
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from dynseg import bench, parity  # noqa: E402
 from dynseg import device_check as dc  # noqa: E402
 from dynseg.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from dynseg.device_report import add_ratios, goals, markdown  # noqa: E402
 
 MODELS = {  # the ViT baseline first: every ratio is against it
     "ViT-b": "config/vit/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py",
@@ -55,6 +56,8 @@ SMOKE = ["model.backbone.img_size=(128, 128)", "model.backbone.embed_dim=32", "m
          "model.backbone.num_heads=2", "model.backbone.out_indices=(5,)", "model.decode_head.embed_dim=32",
          "model.decode_head.depth=1", "model.decode_head.num_heads=2", "data.test_pipeline.scale=(128, 128)"]
 SMOKE_CLUST = ["model.backbone.cluster_mlp_size=32"]
+# The goals' rows first, in case the time budget stops the compiled section early.
+COMPILE_ORDER = ["ViT-b", "ClustViT-b k4/ip4", "ClustViT-b k3/ip3"]
 SMOKE_COMPILED = "ClustViT-b k4/ip4"  # tracing costs seconds per model even with the eager backend
 
 
@@ -76,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor; smoke eager)")
     p.add_argument("--skip-compile", action="store_true", help="no compiled rows")
     p.add_argument("--compile-models", nargs="+", choices=list(MODELS), metavar="NAME",
-                   help=f"models timed compiled (default all; smoke {SMOKE_COMPILED!r})")
+                   help=f"models timed compiled, in this order (default {COMPILE_ORDER}; smoke {SMOKE_COMPILED!r})")
     p.add_argument("--compile-batch-sizes", type=int, nargs="+", help="batch sizes timed compiled (default "
                    "--batch-sizes; smoke 4: each new batch size costs a recompile)")
     p.add_argument("--limit", type=int, help="use the first N SUIM samples (default all; smoke 3)")
@@ -85,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = dict(batch_sizes=[1, 4], iters=2, warmup=1, train_batch=2, compile_backend="eager",
                     compile_models=[SMOKE_COMPILED], compile_batch_sizes=[4], limit=3) if args.smoke else \
         dict(batch_sizes=[1, 8, 32], iters=20, warmup=3, train_batch=8, compile_backend="inductor",
-             compile_models=list(MODELS))
+             compile_models=COMPILE_ORDER)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -201,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         run.section("DDP training", lambda: training_path(run, state, "ddp"), correctness=True)
         if not args.skip_compile:
             run.section("inference bf16 compiled", lambda: time_inference(run, state, "bf16 compiled"))
-    add_ratios(run.report)
+    add_ratios(run.report, BASELINE)
+    run.report["goals"] = goals(run.report, BASELINE, [n for n in MODELS if n != BASELINE], "ClustViT-b k4/ip4")
     run.report["elapsed_s"] = run.elapsed()
     run.save()
     failed = [c["name"] for c in run.report["correctness"] if not c["passed"]]
@@ -275,9 +279,8 @@ def check_host_syncs(run: Run, state: dict) -> None:
 def time_inference(run: Run, state: dict, mode: str) -> None:
     args, device = run.args, run.device
     amp, compiled = mode.startswith("bf16"), mode.endswith("compiled")
-    for name, seg in state["models"].items():
-        if compiled and name not in args.compile_models:
-            continue
+    for name in args.compile_models if compiled else list(state["models"]):
+        seg = state["models"][name]
         if compiled and run.elapsed() > args.budget_s:
             run.report["errors"].append({"section": f"inference {mode}", "error": f"{name}: skipped, "
                                          f"{run.elapsed():.0f} s > --budget-s {args.budget_s:.0f}"})
@@ -315,91 +318,6 @@ def training_path(run: Run, state: dict, kind: str) -> None:
     label = "fp16 autocast + GradScaler" if kind == "fp16_gradscaler" else f"DDP world size 1 ({res['backend']})"
     run.check(f"{label}: {res['iters']} training steps of {name}, finite losses, weights updated", res["passed"], None,
               losses=res["losses"])
-
-
-def add_ratios(report: dict) -> None:
-    """Speed-up over the ViT row of the same mode and batch, FLOP ratio and efficiency, for every row."""
-    flops = {n: f["gflops_mean"] for n, f in report["flops"].items()}
-    rows = report["timings"]["inference"]
-    base = {(r["mode"], r["batch"]): r["img_s"] for r in rows if r["model"] == BASELINE}
-    for r in rows:
-        ref = base.get((r["mode"], r["batch"]))
-        _ratios(r, r["img_s"] / ref if ref else None, flops)
-    train = {r["model"]: r for r in report["timings"]["train_step"]}
-    for r in train.values():
-        ref = train.get(BASELINE)
-        _ratios(r, ref["ms_per_step"] / r["ms_per_step"] if ref else None, flops)
-
-
-def _ratios(row: dict, speedup: float | None, flops: dict[str, float]) -> None:
-    ratio = flops[BASELINE] / flops[row["model"]] if BASELINE in flops and row["model"] in flops else None
-    row["speedup"] = speedup
-    row["flop_ratio"] = ratio
-    row["efficiency"] = speedup / ratio if speedup is not None and ratio else None
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "**NO**"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if math.isfinite(v) and abs(v) < 1e4 else f"{v:.0f}" if math.isfinite(v) else str(v)
-    return str(v)
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def markdown(report: dict) -> str:
-    dev, tv = report["device"], report["torch"]
-    out = [f"# Device check: {dev['name']} ({dev['type']}), torch {tv['version']}"
-           + (" — SMOKE RUN (tiny models)" if report["smoke"] else "") + "\n",
-           f"TF32 off (matmul {tv['tf32_matmul']}, cuDNN {tv['tf32_cudnn']}); {report.get('elapsed_s', 0):.0f} s.\n",
-           "## Correctness\n",
-           _table(["check", "passed", "max error", "detail"],
-                  [[c["name"], c["passed"], c["max_error"], c.get("error") or c.get("worst")
-                    or (f"{c['pixels_differ']} of {c['pixels']} pixels differ ({c['pixels_at_float_ties']} at float ties)"
-                        if "pixels" in c else f"value {c['value']}" if "value" in c else "")]
-                   for c in report["correctness"]])]
-    if report["flops"]:
-        out += ["\n## FLOPs per image (batch 1, oracle clusters)\n",
-                _table(["model", "GFLOPs"], [[n, f["gflops_mean"]] for n, f in report["flops"].items()])]
-    if report["timings"]["inference"]:
-        out += ["\n## Inference (SUIM samples, oracle clusters)\n",
-                _table(["model", "mode", "batch", "img/s", "ms/batch", "speed-up", "FLOP ratio", "efficiency"],
-                       [[r["model"], r["mode"], r["batch"], r["img_s"], r["ms_per_batch"], r.get("speedup"),
-                         r.get("flop_ratio"), r.get("efficiency")] for r in report["timings"]["inference"]])]
-    if report["timings"]["train_step"]:
-        out += ["\n## Training step (bf16 autocast, SGD, oracle clusters)\n",
-                _table(["model", "batch", "ms/step", "img/s", "speed-up", "FLOP ratio (inference)", "speed-up / FLOP ratio"],
-                       [[r["model"], r["batch"], r["ms_per_step"], r["img_s"], r.get("speedup"), r.get("flop_ratio"),
-                         r.get("efficiency")] for r in report["timings"]["train_step"]])]
-    syncs = {n: v for n, v in report["host_syncs"].items() if isinstance(v, dict)}
-    compiled_syncs = {r["model"]: r["host_syncs_per_forward"] for r in report["timings"]["inference"]
-                      if "host_syncs_per_forward" in r}
-    if syncs or compiled_syncs:
-        out += ["\n## Host syncs per forward (CUDA sync debug mode)\n",
-                _table(["model", "batch", "fp32 eager, oracle", "fp32 eager, own clusters", "bf16 compiled, oracle"],
-                       [[n, v["batch"], v["fp32 eager"].get("oracle clusters"), v["fp32 eager"].get("own clusters"),
-                         compiled_syncs.get(n)] for n, v in syncs.items()])]
-    paths = report["training_paths"]
-    if paths:
-        out += ["\n## Training paths\n",
-                _table(["path", "model", "passed", "losses", "detail"],
-                       [[k, v["model"], v["passed"], ", ".join(f"{x:.4g}" for x in v["losses"]),
-                         f"{v['steps_applied']} steps applied, {v['steps_skipped']} skipped by the scaler"
-                         if "steps_applied" in v else f"backend {v['backend']}, all_reduce {v['all_reduce']}"]
-                        for k, v in paths.items()])]
-    if "compile_s" in report["timings"]:
-        out += ["\nCompile + timing seconds per model: "
-                + ", ".join(f"{n} {s:.0f}" for n, s in report["timings"]["compile_s"].items()) + "\n"]
-    if report["errors"]:
-        out += ["\n## Section errors\n", _table(["section", "error"], [[e["section"], e["error"]] for e in report["errors"]])]
-    return "\n".join(out)
 
 
 if __name__ == "__main__":
