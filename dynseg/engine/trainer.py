@@ -161,17 +161,18 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
             refused = e
     if distributed.any_rank(refused is not None, dist_info.device):
         raise refused or WorkDirLockedError(f"{work}: in use by another run (rank 0 could not lock it)")
-    workers = WorkerSignals(signals)
+    workers = WorkerSignals(signals) if cfg["data"].get("num_workers", 0) else None
     try:
         with StopRequest(signals) as stop:
             return _train(cfg, work, dist_info, amp, resume, tensorboard, stop, lock, workers)
     finally:
-        workers.release()
+        if workers is not None:
+            workers.release()
         lock.release()
 
 
 def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, resume: bool, tensorboard: bool,
-           stop: StopRequest, lock: WorkDirLock, worker_signals: WorkerSignals) -> dict[str, Any]:
+           stop: StopRequest, lock: WorkDirLock, worker_signals: WorkerSignals | None) -> dict[str, Any]:
     """`train`'s body, run while the work dir is locked and the stop signals are caught."""
     from dynseg.data import collate
     from dynseg.models.build import build_segmentor
@@ -197,9 +198,9 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
     batch_size = data_cfg["batch_size"]  # per process: "1xb8" = 1 process x 8 images
     sampler = IterationBatchSampler(len(train_set), batch_size, seed, start_iter, max_iters, rank, world)
     workers = data_cfg.get("num_workers", 0)
+    init = None if worker_signals is None else functools.partial(_loader_worker_init, lock, worker_signals)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                        worker_init_fn=functools.partial(_loader_worker_init, lock, worker_signals) if workers else None)
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0, worker_init_fn=init)
 
     # --- model, optimizer, lr curve, grad scaler ---------------------------------------------------
     torch.manual_seed(seed)  # identical initialisation in every process and every run
