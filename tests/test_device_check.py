@@ -3,6 +3,7 @@ is around: the report's structure, every parity fixture checked and passed, ever
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -96,3 +97,38 @@ def test_batch_invariance_counts_flipped_pixels() -> None:
     assert (res["passed"], res["pixels_differ"], res["max_error"], res["pixels"]) == (False, 1, 2.0, 4)
     assert res["pixels_at_float_ties"] == 1  # a 2.0 change can flip a margin of 1
     assert dc.compare_predictions(alone, alone.clone())["passed"]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("device_check_tool", ROOT / "tools" / "device_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not (FIXTURES / "vit_mini.pt").exists(), reason="no vit_mini fixture")
+def test_failures_are_recorded_not_raised(tmp_path: Path) -> None:
+    """A wrong fixture, a fixture of unknown structure and a crashing section each become a failed
+    correctness entry in the JSON (with the error), and the run goes on."""
+    tool = _tool()
+    folder = tmp_path / "fixtures"
+    folder.mkdir()
+    d = torch.load(FIXTURES / "vit_mini.pt", weights_only=True)
+    d["outputs"]["outs"][0] = d["outputs"]["outs"][0] + 1e-3
+    torch.save(d, folder / "vit_mini.pt")
+    torch.save({"case": "mystery", "config": {"type": "Mystery"}}, folder / "mystery.pt")
+    run = tool.Run(tool.parse_args(["--device", "cpu", "--smoke", "--out", str(tmp_path / "out"),
+                                    "--fixtures", str(folder)]), torch.device("cpu"))
+    run.section("parity fixtures", lambda: tool.check_fixtures(run), correctness=True)
+    run.section("crashing section", lambda: 1 / 0, correctness=True)
+    report = json.loads((tmp_path / "out" / "device_check.json").read_text())
+    by_name = {c["name"]: c for c in report["correctness"]}
+    wrong = by_name["parity vit_mini.pt (accelerated fp32)"]
+    assert not wrong["passed"] and wrong["max_error"] == pytest.approx(1e-3, rel=1e-2)
+    assert len(wrong["failed"]) == 1 and wrong["failed"][0].startswith("vit_mini outs[0]")
+    mystery = by_name["parity mystery.pt (accelerated fp32)"]
+    assert not mystery["passed"] and "unknown fixture structure" in mystery["error"]
+    crashed = by_name["crashing section (section crashed)"]
+    assert not crashed["passed"] and crashed["error"] == "ZeroDivisionError: division by zero"
+    assert [e["section"] for e in report["errors"]] == ["crashing section"]
+    assert "**NO**" in (tmp_path / "out" / "device_check.md").read_text()

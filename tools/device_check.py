@@ -133,6 +133,20 @@ class Run:
         self.report["elapsed_s"] = self.elapsed()
         self.save()
 
+    def attempt(self, what: str, fn: Callable[[], None]) -> None:
+        """Run one part of a section; a crash is recorded and the section goes on with the next part."""
+        try:
+            fn()
+        except Exception as e:
+            self.log(f"  {what} FAILED: {type(e).__name__}: {e}")
+            self.report["errors"].append({"section": what, "error": f"{type(e).__name__}: {e}",
+                                          "traceback": traceback.format_exc()})
+        finally:
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.save()  # a run stopped by its time limit keeps every finished part
+
     def check(self, name: str, passed: bool, max_error: float | None, **extra: Any) -> None:
         self.report["correctness"].append({"name": name, "passed": bool(passed), "max_error": max_error, **extra})
         self.log(f"  {'ok  ' if passed else 'FAIL'} {name}" + (f" (max error {max_error:.3g})" if max_error is not None else ""))
@@ -277,8 +291,7 @@ def check_host_syncs(run: Run, state: dict) -> None:
 
 
 def time_inference(run: Run, state: dict, mode: str) -> None:
-    args, device = run.args, run.device
-    amp, compiled = mode.startswith("bf16"), mode.endswith("compiled")
+    args, compiled = run.args, mode.endswith("compiled")
     for name in args.compile_models if compiled else list(state["models"]):
         seg = state["models"][name]
         if compiled and run.elapsed() > args.budget_s:
@@ -286,27 +299,36 @@ def time_inference(run: Run, state: dict, mode: str) -> None:
                                          f"{run.elapsed():.0f} s > --budget-s {args.budget_s:.0f}"})
             run.log(f"  {name}: skipped (time budget)")
             continue
-        model = dc.inference_copy(seg, device, torch.bfloat16 if amp else None, args.compile_backend if compiled else None)
-        t_model = time.perf_counter()
-        for b in args.compile_batch_sizes if compiled else args.batch_sizes:
-            batches = dc.cycle_batches(state["samples"], b, len(state["samples"]), device)
-            row = {"model": name, "mode": mode, **dc.time_inference(model, batches, amp, args.iters, args.warmup, device)}
-            if compiled and b == args.sync_batch and device.type == "cuda":
-                with bench.autocast(device, amp):
-                    row["host_syncs_per_forward"] = dc.count_host_syncs(device, bench.infer, model, *batches[0], True)
-            run.report["timings"]["inference"].append(row)
-            run.log(f"  {name} {mode} batch {b}: {row['img_s']:.1f} img/s")
-        if compiled:
-            run.report["timings"].setdefault("compile_s", {})[name] = time.perf_counter() - t_model
-        del model
+        run.attempt(f"inference {mode} {name}", lambda name=name, seg=seg: time_model(run, state, mode, name, seg))
+
+
+def time_model(run: Run, state: dict, mode: str, name: str, seg: torch.nn.Module) -> None:
+    """One model's inference rows in one mode, at every batch size."""
+    args, device = run.args, run.device
+    amp, compiled = mode.startswith("bf16"), mode.endswith("compiled")
+    model = dc.inference_copy(seg, device, torch.bfloat16 if amp else None, args.compile_backend if compiled else None)
+    t_model = time.perf_counter()
+    for b in args.compile_batch_sizes if compiled else args.batch_sizes:
+        batches = dc.cycle_batches(state["samples"], b, len(state["samples"]), device)
+        row = {"model": name, "mode": mode, **dc.time_inference(model, batches, amp, args.iters, args.warmup, device)}
+        if compiled and b == args.sync_batch and device.type == "cuda":
+            with bench.autocast(device, amp):
+                row["host_syncs_per_forward"] = dc.count_host_syncs(device, bench.infer, model, *batches[0], True)
+        run.report["timings"]["inference"].append(row)
+        run.log(f"  {name} {mode} batch {b}: {row['img_s']:.1f} img/s")
+    if compiled:
+        run.report["timings"].setdefault("compile_s", {})[name] = time.perf_counter() - t_model
 
 
 def time_training(run: Run, state: dict) -> None:
     batch = dc.cycle_batches(state["samples"], run.args.train_batch, 1, run.device)[0]
     for name, seg in state["models"].items():
-        row = {"model": name, "amp": "bf16", **dc.time_train_step(seg, batch, run.args.iters, run.args.warmup, run.device)}
-        run.report["timings"]["train_step"].append(row)
-        run.log(f"  {name} train step batch {row['batch']}: {row['ms_per_step']:.1f} ms")
+        def one(name: str = name, seg: torch.nn.Module = seg) -> None:
+            row = {"model": name, "amp": "bf16", **dc.time_train_step(seg, batch, run.args.iters, run.args.warmup, run.device)}
+            run.report["timings"]["train_step"].append(row)
+            run.log(f"  {name} train step batch {row['batch']}: {row['ms_per_step']:.1f} ms")
+
+        run.attempt(f"training step {name}", one)
 
 
 def training_path(run: Run, state: dict, kind: str) -> None:
