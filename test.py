@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="write predicted label PNGs here")
     p.add_argument("--split", default="test", choices=("val", "test"), help="dataset split (default: test)")
     p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
+    p.add_argument("--no-accel", action="store_true", help="the plain model, without dynseg.accel's kernels")
     p.add_argument("--our-labels", action="store_true",
                    help="official SUIM checkpoints: score our 8 classes as they are (SR scores 0)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             work_dir = str(Path("work_dirs") / Path(str(args.config)).stem)
         run_test(args.config, args.checkpoint, work_dir, args.show_dir, args.out, amp=args.amp, split=args.split,
-                 cfg_options=args.cfg_options, official_scoring=not args.our_labels)
+                 cfg_options=args.cfg_options, official_scoring=not args.our_labels, accel=not args.no_accel)
     except (ConfigError, ValueError) as e:  # includes unreadable/mismatched checkpoints and bad data
         print(f"error: {e}", file=sys.stderr)
         return 2

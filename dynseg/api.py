@@ -38,6 +38,7 @@ def load(
     device: str | torch.device = "cpu",
     amp: bool = False,
     cfg_options: Sequence[str] | None = None,
+    accel: bool = True,
 ) -> Predictor:
     """Load a model for inference on your own images.
 
@@ -50,6 +51,7 @@ def load(
         device: where to run.
         amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
         cfg_options: ``key.path=value`` overrides of the config file.
+        accel: run on the device's fast kernels (``dynseg.accel.accelerate``); False keeps the plain model.
 
     Returns:
         A ``Predictor``: ``predictor.predict(rgb_uint8 (H, W, 3)) -> (H, W) int64``.
@@ -57,8 +59,8 @@ def load(
     model, cfg = load_model(config, checkpoint, cfg_options, device, map_classes=True)
     classes, palette = dataset_meta(cfg.get("data"), model.num_classes)
     if not cfg.get("data"):
-        return Predictor(model, None, True, classes, palette, amp)  # no test pipeline: images run as given
+        return Predictor(model, None, True, classes, palette, amp, accel)  # no test pipeline: images run as given
     from .data.build import build_pipeline
 
     test = build_pipeline(cfg["data"], "test")  # the config's resize, with TestPipeline's defaults filled in
-    return Predictor(model, test.scale, test.keep_ratio, classes, palette, amp)
+    return Predictor(model, test.scale, test.keep_ratio, classes, palette, amp, accel)

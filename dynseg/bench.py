@@ -279,6 +279,7 @@ def add_timing_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("checkpoint", nargs="?",
                         help="checkpoint path, or 'none' for random weights (optional after a zoo name / hub folder)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--no-accel", action="store_true", help="time the plain model, without dynseg.accel's kernels")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--work-dir", help=f"where {output} goes (default: work_dirs/<config name>)")
     add_input_args(parser)
@@ -286,14 +287,16 @@ def add_timing_args(parser: argparse.ArgumentParser, output: str) -> None:
 
 def load_for_timing(args: argparse.Namespace) -> tuple[nn.Module, dict, list[Sample]]:
     """The model, resolved config and inputs of a one-model timing tool (:func:`add_timing_args`), set up
-    as every inference entry point runs: glibc malloc tuned, ``--threads`` applied, linears prepacked and,
-    for ``--amp``, matmul weights cast to bf16 once."""
+    as every inference entry point runs: glibc malloc tuned, ``--threads`` applied, and accelerated
+    (``dynseg.accel.accelerate``: the device's kernels and, for ``--amp``, matmul weights cast to bf16 once)
+    unless ``--no-accel``."""
     tune_malloc()  # fewer page faults: docs/BENCHMARKS.md
     if args.threads:
         torch.set_num_threads(args.threads)
     loading.require_checkpoint(args.config, args.checkpoint)
     seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options, args.device)
-    accelerate(seg, model_device(seg), torch.bfloat16 if args.amp else None)  # bf16: what autocast() runs
+    if not args.no_accel:
+        accelerate(seg, model_device(seg), torch.bfloat16 if args.amp else None)  # bf16: what autocast() runs
     return seg, cfg, inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
 
 

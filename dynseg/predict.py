@@ -124,13 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-existing", action="store_true",
                         help="leave inputs whose outputs are already in --out (resume a half-done folder)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+    parser.add_argument("--no-accel", action="store_true", help="the plain model, without dynseg.accel's kernels")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
     tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (dynseg/runtime.py)
     try:
         files = collect_images(args.inputs)
-        predictor = load(args.config, args.checkpoint, args.device, args.amp, args.cfg_options)
+        predictor = load(args.config, args.checkpoint, args.device, args.amp, args.cfg_options, accel=not args.no_accel)
         done = predict_files(predictor, files, Path(args.out), args.overlay, args.skip_existing)
     except WriteError as e:
         print(f"error: {e}; free space or choose another --out, then rerun with --skip-existing", file=sys.stderr)

@@ -133,10 +133,13 @@ class Predictor:
         classes: Sequence[str] = (),
         palette: Sequence[Sequence[int]] = (),
         amp: bool = False,
+        accel: bool = True,
     ) -> None:
+        """``accel``: install the device's fast kernels (``dynseg.accel.accelerate``) into ``model``, in place."""
         self.model = model.eval()
         self.scale, self.keep_ratio, self.amp = (tuple(scale) if scale else None), keep_ratio, amp
-        accelerate(self.model, self.device, amp_dtype(self.device) if amp else None)
+        if accel:
+            accelerate(self.model, self.device, amp_dtype(self.device) if amp else None)
         self.classes = tuple(classes) or tuple(f"class{i}" for i in range(model.num_classes))
         self.palette = [tuple(c) for c in palette] or distinct_colours(model.num_classes)
 

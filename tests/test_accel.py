@@ -191,3 +191,15 @@ def test_exported_accelerated_attention_holds_only_portable_sdpa():
     graph = program.graph_module.code
     assert "scaled_dot_product_attention" in graph and "mkldnn" not in graph
     torch.testing.assert_close(program.module()(x), eager, rtol=1e-5, atol=1e-6)
+
+
+@needs_onednn
+def test_inference_entry_points_accelerate_by_default_and_not_when_told():
+    import dynseg
+
+    cfg = str(REPO / "config/demo/segmenter_clustvit-demo_synthetic.py")
+    fast, slow = dynseg.load(cfg), dynseg.load(cfg, accel=False)
+    assert describe(fast.model)["onednn_linear"] > 0
+    assert describe(slow.model) == {"onednn_linear": 0, "head_by_head_attention": 0}
+    rgb = (torch.rand(96, 128, 3) * 255).byte().numpy()
+    assert (fast.predict(rgb) == slow.predict(rgb)).all()

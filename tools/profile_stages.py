@@ -4,7 +4,7 @@ module, the Regenerator, the merge bookkeeping, the decode head.
     python tools/profile_stages.py CONFIG CHECKPOINT [--oracle-clusters] [--amp] [--repeat-times N]
                                    [--shape H W | --data-root ROOT --split S] [--threads T] [--work-dir DIR]
 
-Batch 1, wall clock, the same path and weights as get_fps (prepacked, malloc tuned). Forward hooks
+Batch 1, wall clock, the same path and weights as get_fps (accelerated, malloc tuned). Forward hooks
 time each block, the Cluster module, the Regenerator, the backbone and the head; "backbone, other"
 is the backbone's time outside those modules: patch embedding and final norm for every ViT, plus
 the merge plan, the cluster means and the gathers of regeneration for ClustViT. Its excess over the
@@ -88,7 +88,7 @@ def profile(seg: nn.Module, batches: list, oracle: bool, amp: bool, repeats: int
             torch.cuda.synchronize(device)
 
     groups = {**stage_modules(seg), "backbone": [seg.backbone]}
-    bench.run_pass(seg, batches, oracle, amp)  # warm-up (and the lazy weight prepacking)
+    bench.run_pass(seg, batches, oracle, amp)  # warm-up
     with timed_modules(groups, sync) as totals:
         total = sum(bench.run_pass(seg, batches, oracle, amp) for _ in range(repeats))
     n = repeats * sum(int(images.shape[0]) for images, _ in batches)

@@ -41,7 +41,7 @@ def _jsonable(value: Any) -> Any:
 def run_test(source: str | os.PathLike | Config, checkpoint: str | os.PathLike | None, work_dir: str | os.PathLike,
              show_dir: str | None = None, out_dir: str | None = None, amp: bool = False,
              split: str = "test", cfg_options: list[str] | None = None,
-             official_scoring: bool = True) -> dict[str, Any]:
+             official_scoring: bool = True, accel: bool = True) -> dict[str, Any]:
     """Evaluates a model on its config's test split; writes ``results.json`` into `work_dir`.
 
     Args:
@@ -50,12 +50,13 @@ def run_test(source: str | os.PathLike | Config, checkpoint: str | os.PathLike |
         official_scoring: for a checkpoint with a class map (the official SUIM heads), score our labels
             as the official masks have them (SUIM: SR counts as BW), so the mIoU compares with the
             seed's; off: every class of ours counts (SR, which the head cannot predict, scores 0).
+        accel: evaluate on the device's fast kernels (``dynseg.accel.accelerate``); False: the plain model.
 
     Returns:
         The metrics (see ``dynseg.engine.evaluate.evaluate``) plus ``classes``, ``checkpoint``, ``source``,
         ``class_map`` and ``scoring``.
     """
-    from dynseg.accel import accelerate
+    from dynseg.accel import accelerate, amp_dtype
     from dynseg.data import build_dataset
     from dynseg.loading import build_model, resolve
     from dynseg.zoo.classmap import CLASS_MAPS, ClassMapped, OfficialTargets
@@ -64,7 +65,8 @@ def run_test(source: str | os.PathLike | Config, checkpoint: str | os.PathLike |
     r = resolve(source, checkpoint, cfg_options)
     cfg = r.cfg
     model = build_model(cfg, r.checkpoint, device)
-    accelerate(model, device, (torch.float16 if device.type == "cuda" else torch.bfloat16) if amp else None)
+    if accel:
+        accelerate(model, device, amp_dtype(device) if amp else None)
     dataset = build_dataset(cfg["data"], split)
     scoring = "ours"
     if r.class_map:
