@@ -205,3 +205,20 @@ def test_bench_kernels_rows_and_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "attention" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--dim 30 is not divisible by --heads 4"):
         _tool("bench_kernels").main(["--dim", "30", "--heads", "4"])
+
+
+def test_bench_report_renders_every_kind_of_run(tmp_path: Path) -> None:
+    """Real tiny runs of benchmark.py and bench_kernels.py in one suite folder -> their Markdown rows."""
+    suite = tmp_path / "suite"
+    res = _tool("benchmark").main([DEMO_VIT, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1",
+                                   "--oracle-clusters", "--work-dir", str(suite / "demo_pair")])
+    rows = _tool("bench_kernels").main(["--tokens", "9", "--dim", "32", "--heads", "4", "--repeats", "1",
+                                        "--work-dir", str(suite / "kernels")])
+    text = _tool("bench_report").main([str(suite), "--out", str(tmp_path / "report.md")])
+    assert (tmp_path / "report.md").read_text() == text
+    pair = next(line for line in text.splitlines() if line.startswith("| `demo_pair`"))
+    assert f"{res['efficiency']:.3f} ({res['paired_efficiency']:.3f})" in pair and f"{res['flop_ratio']:.3f}" in pair
+    assert sum(line.startswith("| linear ") or line.startswith("| attention ") for line in text.splitlines()) == len(rows)
+    assert "bench_official" not in text  # no such run in the folder: no table
+    with pytest.raises(ValueError, match="no \\*/benchmark.json"):
+        _tool("bench_report").main([str(tmp_path)])  # runs sit two levels down here: none found
