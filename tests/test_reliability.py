@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
+from conftest import cli_module, tiny_config
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -210,14 +209,6 @@ def _ade_layout(root: Path, bad: str) -> None:
         path.write_bytes(path.read_bytes()[:300])
 
 
-def _cli(name: str):
-    """The repo-root script `name` as a module (train.py / test.py are not in a package)."""
-    spec = importlib.util.spec_from_file_location(f"_cli_{name}", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[list[str], list[str]]]]:
     """Writes every bad input; returns the folder and case -> (argv of train.py / test.py, words of the error)."""
@@ -286,7 +277,7 @@ def test_cli_bad_input_one_line_error(bad_inputs, case: str, capsys: pytest.Capt
     (script, *argv), words = cases[case]
     if case == "train_corrupt_image":
         argv += ["--cfg-options", "data.num_workers=0"]  # the worker path runs in the real process below
-    rc = _cli(script.removesuffix(".py")).main(argv)
+    rc = cli_module(script.removesuffix(".py")).main(argv)
     out = capsys.readouterr()
     _check_one_line_error(case, root, words, rc, out.out, out.err)
 

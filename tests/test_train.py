@@ -7,7 +7,6 @@ loss handling; torchrun with 2 gloo processes == 1 process with the same global 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import cli_module, tiny_config
 
 from dynseg.config import load_config
 from dynseg.engine.trainer import NonFiniteLossError, train
@@ -33,14 +32,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count as the in-proc
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures `one_thread`, `tiny`: conftest.py
-
-
-def _cli(name: str):
-    """The repo-root script `name` as a module (train.py / test.py are not in a package)."""
-    spec = importlib.util.spec_from_file_location(f"_cli_{name}", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _losses(work: Path) -> list[dict]:
@@ -59,7 +50,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
     assert not bad, f"differ: {bad[:5]}"
 
 
-def test_instant_train_then_test_cli(tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture) -> None:
+def test_instant_train_then_testcli_module(tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture) -> None:
     work = tmp_path / "run"
     r = subprocess.run([sys.executable, "train.py", str(tiny), "--work-dir", str(work), "--cfg-options",
                         "schedule.max_iters=4"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
@@ -73,7 +64,7 @@ def test_instant_train_then_test_cli(tmp_path: Path, tiny: Path, capsys: pytest.
     assert json.loads((work / "config.json").read_text())["schedule"]["max_iters"] == 4
     assert list((work / "tb").glob("events.out.tfevents.*"))
     capsys.readouterr()
-    assert _cli("test").main([str(tiny), str(work / "iter_4.pth"), "--work-dir", str(tmp_path / "eval"),
+    assert cli_module("test").main([str(tiny), str(work / "iter_4.pth"), "--work-dir", str(tmp_path / "eval"),
                               "--show-dir", str(tmp_path / "show"), "--out", str(tmp_path / "out")]) == 0
     stdout = capsys.readouterr().out
     res = json.loads((tmp_path / "eval/results.json").read_text())
@@ -103,9 +94,9 @@ def test_instant_suim_samples(tmp_path: Path, tiny: Path) -> None:
     leaf = tmp_path / "suim_tiny.py"
     leaf.write_text(f'_base_ = "{tiny}"\nmodel = dict(num_classes=8)\n'
                     f'data = dict(type="SUIM", root="{root}", dataset_kwargs=dict(_delete_=True))\n')
-    assert _cli("train").main([str(leaf), "--work-dir", str(tmp_path / "w"), "--no-tensorboard",
+    assert cli_module("train").main([str(leaf), "--work-dir", str(tmp_path / "w"), "--no-tensorboard",
                                "--cfg-options", "schedule.max_iters=3"]) == 0
-    assert _cli("test").main([str(leaf), str(tmp_path / "w/iter_3.pth"), "--work-dir", str(tmp_path / "e")]) == 0
+    assert cli_module("test").main([str(leaf), str(tmp_path / "w/iter_3.pth"), "--work-dir", str(tmp_path / "e")]) == 0
     res = json.loads((tmp_path / "e/results.json").read_text())
     assert res["classes"][0] == "waterbody" or len(res["classes"]) == 8
     assert res["num_images"] == 5 and len(res["IoU"]) == 8
@@ -144,7 +135,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) ->
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (work / "iter_24.pth").exists(), "the run finished before it could be killed"
-    assert _cli("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard",
+    assert cli_module("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard",
                                "--cfg-options", *opts]) == 0
     _assert_same(_weights(ref / "iter_24.pth"), _weights(work / "iter_24.pth"))
     assert _losses(work) == _losses(ref)
@@ -159,7 +150,7 @@ def test_nonfinite_loss_stops_or_skips(tmp_path: Path, tiny: Path, capsys: pytes
     with pytest.raises(NonFiniteLossError, match=r"iteration 3: non-finite loss loss_\w+ = nan.*iter_2\.pth"):
         train(load_config(tiny, opts), work, tensorboard=False)
     assert [p.name for p in work.glob("iter_*.pth")] == ["iter_2.pth"]  # the last good one, nothing after
-    assert _cli("train").main([str(tiny), "--work-dir", str(tmp_path / "cli"), "--no-tensorboard",
+    assert cli_module("train").main([str(tiny), "--work-dir", str(tmp_path / "cli"), "--no-tensorboard",
                                "--cfg-options", *opts]) == 3
     assert "iteration 3: non-finite loss" in capsys.readouterr().err
     skip = tmp_path / "skip"

@@ -7,7 +7,6 @@ a real tmpfs (skipped where mount is not permitted) and a real kernel file-size 
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import cli_module, tiny_config
 
 from dynseg.atomic import WriteError
 from dynseg.config import load_config
@@ -37,14 +36,6 @@ TINY = tiny_config("schedule = dict(max_iters=12, warmup_iters=0, log_interval=1
                    "val_interval=1)")
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures `one_thread`, `tiny`: conftest.py
-
-
-def _cli(name: str):
-    """The repo-root script `name` as a module (train.py is not in a package)."""
-    spec = importlib.util.spec_from_file_location(f"_cli_{name}", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _records(path: Path) -> list[dict]:
@@ -84,7 +75,7 @@ def test_sigint_stops_after_the_step_then_resume_is_bit_identical(tmp_path: Path
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     try:
-        rc = _cli("train").main([str(tiny), "--work-dir", str(work), "--no-tensorboard"])
+        rc = cli_module("train").main([str(tiny), "--work-dir", str(work), "--no-tensorboard"])
     finally:
         sender.join(30)
         signal.signal(signal.SIGINT, previous)
@@ -100,7 +91,7 @@ def test_sigint_stops_after_the_step_then_resume_is_bit_identical(tmp_path: Path
     assert [r["iter"] for r in _records(work / "val.jsonl")] == list(range(1, stopped))  # stopped's is pending
     assert not list(work.glob(".*.tmp"))
 
-    assert _cli("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 0
+    assert cli_module("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 0
     ref, got = (torch.load(d / "iter_12.pth", weights_only=True) for d in (reference, work))
     assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
     assert _records(work / "log.jsonl") == _records(reference / "log.jsonl")
@@ -177,7 +168,7 @@ def test_torchrun_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(
         ranks = {_rank(p): p for p in _children(proc.pid)}
         assert sorted(ranks) == [0, 1], ranks
         # The work dir is taken: one line naming the process that holds it (rank 0), nothing touched.
-        assert _cli("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 2
+        assert cli_module("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {work}: in use by another run (pid {ranks[0]},"), err
         workers = _children(ranks[0])
@@ -254,14 +245,14 @@ def test_file_size_limit_mid_write_one_line_and_nothing_lost(tmp_path: Path, tin
     """The kernel refuses bytes past RLIMIT_FSIZE (EFBIG) in the middle of torch's zip write: exit 4, one line
     naming the checkpoint and the bytes it needs; the previous checkpoint and the log are intact, no temp."""
     opts = ["schedule.max_iters=4", "schedule.checkpoint_interval=2", "schedule.val_interval=5"]
-    assert _cli("train").main([str(tiny), "--work-dir", str(tmp_path), "--no-tensorboard", "--cfg-options",
+    assert cli_module("train").main([str(tiny), "--work-dir", str(tmp_path), "--no-tensorboard", "--cfg-options",
                                *opts, "schedule.max_iters=2"]) == 0
     before = (tmp_path / "iter_2.pth").read_bytes()
     capsys.readouterr()
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))  # config and log lines stay below it
     try:
-        rc = _cli("train").main([str(tiny), "--work-dir", str(tmp_path), "--resume", "--no-tensorboard",
+        rc = cli_module("train").main([str(tiny), "--work-dir", str(tmp_path), "--resume", "--no-tensorboard",
                                  "--cfg-options", *opts])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
