@@ -199,11 +199,14 @@ _HOLDER = """
 import os, sys, time
 from dynseg.engine.lock import WorkDirLock
 lock = WorkDirLock(sys.argv[1]).acquire()
+ready_r, ready_w = os.pipe()
 if os.fork() == 0:  # a child of the run, as a DataLoader worker is
     if sys.argv[2] == "close":
         lock.close_inherited()
+    os.write(ready_w, b"x")  # the child has done what it does with the lock
     time.sleep(60)
     os._exit(0)
+os.read(ready_r, 1)  # report only once the child is set up: the test kills this process next
 print("locked", flush=True)
 time.sleep(60)
 """
