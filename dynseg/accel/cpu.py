@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from ..models.attention import merge_heads, split_heads
+from ..models.attention import sequence_attention
 from ..models.vit import Attention
 
 # Below ~8M multiply-adds oneDNN's per-call overhead loses to the BLAS (tools/bench_kernels.py).
@@ -112,9 +112,7 @@ class HeadByHeadAttention(Attention):
     def attend_packed(self, qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
         if not eager_inference(qkv):
             return super().attend_packed(qkv, cu_seqlens, max_seqlen)
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-        outs = [merge_heads(self.attend(*split_heads(part[None], self.num_heads)))[0] for part in qkv.split(lengths)]
-        return torch.cat(outs)  # (T, C)
+        return sequence_attention(qkv, cu_seqlens, self.num_heads, self.attend)  # (T, C), head by head per length
 
 
 def install(model: nn.Module) -> dict[str, int]:

@@ -23,6 +23,8 @@ With autograd recording the same choice runs inline, as differentiable PyTorch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -78,23 +80,25 @@ def padded_attention(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads
     return merge_heads(out)[seq, pos]  # (T, C)
 
 
-def sequence_attention(qkv: Tensor, lengths: list[int], num_heads: int) -> Tensor:
-    """Packed attention one sequence at a time from host-side ``lengths``: (T, 3C) -> (T, C)."""
+def sequence_attention(
+    qkv: Tensor, cu_seqlens: Tensor, num_heads: int,
+    attend: Callable[[Tensor, Tensor, Tensor], Tensor] = F.scaled_dot_product_attention,
+) -> Tensor:
+    """Packed attention one sequence at a time, the offsets read on the host: (T, 3C) -> (T, C).
+
+    ``attend`` maps (n, h, l, d) q, k, v to (n, h, l, d) (default: SDPA; ``dynseg.accel`` passes its own).
+    """
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
     if len(set(lengths)) == 1:  # equal lengths reshape to a batch for free
-        q, k, v = split_heads(qkv.reshape(len(lengths), lengths[0], -1), num_heads)
-        return merge_heads(F.scaled_dot_product_attention(q, k, v)).reshape(qkv.shape[0], -1)
-    outs = []
-    for part in qkv.split(lengths):  # (l, 3C)
-        q, k, v = split_heads(part, num_heads)  # 3 x (h, l, d)
-        outs.append(merge_heads(F.scaled_dot_product_attention(q, k, v)))
-    return torch.cat(outs)
+        q, k, v = split_heads(qkv.reshape(len(lengths), lengths[0], -1), num_heads)  # 3 x (n, h, l, d)
+        return merge_heads(attend(q, k, v)).reshape(qkv.shape[0], -1)
+    return torch.cat([merge_heads(attend(*split_heads(part[None], num_heads)))[0] for part in qkv.split(lengths)])
 
 
 def packed_attention_impl(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int) -> Tensor:
     """The per-device choice of :func:`packed_attention` (differentiable PyTorch on every path)."""
     if qkv.device.type == "cpu" and not torch.compiler.is_compiling():  # traced: lengths would specialise
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # host memory already: no sync
-        return sequence_attention(qkv, lengths, num_heads)
+        return sequence_attention(qkv, cu_seqlens, num_heads)  # the offsets are in host memory: no sync
     varlen_attn = _varlen_attn() if qkv.dtype in (torch.float16, torch.bfloat16) else None
     if qkv.device.type != "cuda" or varlen_attn is None:
         return padded_attention(qkv, cu_seqlens, max_seqlen, num_heads)

@@ -85,7 +85,9 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     keep[:, 1:] = (ids == 0) | ~reduced[:, None]  # (B, L): cls always, all tokens of unreduced images
     n_copy = keep.sum(1)  # (B,)
     lengths = n_copy + K * reduced  # (B,)
-    offsets = torch.cumsum(lengths, 0) - lengths  # (B,) start of each image in the packed axis
+    ends = torch.cumsum(lengths, 0)  # (B,) end of each image in the packed axis
+    offsets = ends - lengths  # (B,) its start
+    cluster_start = offsets + n_copy  # (B,) where its cluster tokens begin, after its kept tokens
     merged = ~keep  # (B, L); False for the cls column
 
     # The one host read: the sizes of the outputs (and the id range, for free).
@@ -105,7 +107,7 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     # merged ones at their cluster's token, which sits after the image's kept tokens.
     rank = torch.cumsum(keep, 1) - 1  # (B, L)
     full_ids = torch.cat([ids.new_zeros(B, 1), ids], 1)  # (B, L), cls id 0
-    cluster_pos = (offsets + n_copy)[:, None] + full_ids - 1  # (B, L), valid where merged
+    cluster_pos = cluster_start[:, None] + full_ids - 1  # (B, L), valid where merged
     packed_pos = offsets[:, None] + rank  # (B, L), valid where keep
     gather_index = torch.where(keep, packed_pos, cluster_pos).flatten()  # (B*L,)
 
@@ -114,11 +116,11 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     src_index = torch.empty(T + 1, dtype=torch.long, device=dev)  # slot T: spare, for the writes to drop
     src_index.scatter_(0, torch.where(keep.flatten(), packed_pos.flatten(), T), flat)
     j = torch.arange(K, device=dev)
-    cluster_slots = torch.where(reduced[:, None], (offsets + n_copy)[:, None] + j, T)  # (B, K)
+    cluster_slots = torch.where(reduced[:, None], cluster_start[:, None] + j, T)  # (B, K)
     src_index.scatter_(0, cluster_slots.flatten(), B * L + torch.arange(B * K, device=dev))
 
     members = merged[:, None, :] & (full_ids[:, None, :] == j[None, :, None] + 1)  # (B, K, L)
-    cu_seqlens = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)]).to(torch.int32)  # (B+1,)
+    cu_seqlens = torch.cat([lengths.new_zeros(1), ends]).to(torch.int32)  # (B+1,)
     return MergePlan(
         K, (B, L), T, P, reduced, lengths, cu_seqlens, members, src_index[:T], positions(merged.flatten(), P),
         gather_index,
