@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
+import platform
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -119,12 +121,47 @@ def infer(seg: nn.Module, images: Tensor, masks: Tensor | None = None, oracle: b
     return seg.predict_logits(images)
 
 
+def oracle_ids(seg: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """The cluster ids our model uses with oracle clusters: one (n, N) tensor per backbone call, in order."""
+    calls: list[Tensor] = []
+
+    def hook(_module: nn.Module, _args: tuple, out: object) -> None:
+        calls.append(out.cluster_ids.detach().cpu())
+
+    handle = seg.backbone.register_forward_hook(hook)
+    try:
+        for images, masks in batches:
+            infer(seg, images, masks, oracle=True)
+    finally:
+        handle.remove()
+    return calls
+
+
+def cpu_name() -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_info(args: argparse.Namespace) -> dict:
+    """What a timing tool's JSON records about its run: threads, host, torch and the inputs (``add_input_args``)."""
+    return {"threads": torch.get_num_threads(), "repeats": args.repeats, "oracle_clusters": args.oracle_clusters,
+            "torch": torch.__version__, "host": cpu_name(), "data_root": args.data_root, "split": args.split,
+            "shape": args.shape, "limit": args.limit}
+
+
 def autocast(device: torch.device, amp: bool) -> AbstractContextManager:
     """bf16 autocast on CPU and CUDA when ``amp``, else a no-op."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a timer measures the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -136,12 +173,12 @@ def model_device(seg: nn.Module) -> torch.device:
 def run_pass(seg: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], oracle: bool, amp: bool) -> float:
     """Run every batch once (inputs already on the model's device); return the synchronised seconds."""
     device = model_device(seg)
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     with autocast(device, amp):
         for images, masks in batches:
             infer(seg, images, masks, oracle)
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - t0
 
 

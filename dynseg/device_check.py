@@ -23,8 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .accel import accelerate
-from .bench import Sample, autocast, infer
-from .losses import clust_loss, seg_loss
+from .bench import Sample, autocast, infer, run_pass, synchronize
 from .models.build import build_segmentor
 
 Batch = tuple[Tensor, Tensor]  # (B, 3, H, W) float 0..255 images, (B, H, W) int64 masks
@@ -35,11 +34,6 @@ def strict_fp32() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def cycle_batches(samples: Sequence[Sample], batch_size: int, count: int, device: torch.device) -> list[Batch]:
@@ -105,25 +99,20 @@ def count_host_syncs(device: torch.device, fn: Callable[..., Any], *args: Any, *
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def time_inference(seg: nn.Module, batches: Sequence[Batch], amp: bool, iters: int, warmup: int,
-                   device: torch.device) -> dict[str, Any]:
+def time_inference(seg: nn.Module, batches: Sequence[Batch], amp: bool, iters: int, warmup: int) -> dict[str, Any]:
     """img/s of ``iters`` synchronised forwards (``bench.infer``, oracle clusters) cycling over ``batches``.
 
     The warm-up runs every batch at least once (``warmup`` calls at least), so that a compiled model has
     seen every shape it will be timed on; graphs compiled during the timed loop are counted.
     """
     n = len(batches)
-    with autocast(device, amp):
+    with autocast(batches[0][0].device, amp):
         for i in range(max(warmup, n)):
             infer(seg, *batches[i % n], oracle=True)
-        graphs = graphs_compiled()
-        synchronize(device)
-        t0 = time.perf_counter()
-        for i in range(iters):
-            infer(seg, *batches[i % n], oracle=True)
-        synchronize(device)
-        seconds = time.perf_counter() - t0
-    images = sum(int(batches[i % n][0].shape[0]) for i in range(iters))
+    graphs = graphs_compiled()
+    timed = [batches[i % n] for i in range(iters)]
+    seconds = run_pass(seg, timed, oracle=True, amp=amp)
+    images = sum(int(b[0].shape[0]) for b in timed)
     after = graphs_compiled()
     return {
         "img_s": images / seconds,
@@ -136,11 +125,7 @@ def time_inference(seg: nn.Module, batches: Sequence[Batch], amp: bool, iters: i
 
 def oracle_loss(seg: nn.Module, images: Tensor, masks: Tensor) -> Tensor:
     """``Segmentor.loss`` (pixel CE + weighted clustering CE) with ClustViT's clusters from the masks."""
-    out = seg(images, masks, oracle=seg.num_clusters > 0)
-    loss = seg_loss(out.logits, masks, seg.ignore_index)
-    if out.backbone.clust_logits is not None:
-        loss = loss + clust_loss(out.backbone.clust_logits, masks, seg.num_clusters, seg.clust_loss_weight)
-    return loss
+    return seg.loss(images, masks, oracle=seg.num_clusters > 0)["loss"]
 
 
 class LossModule(nn.Module):

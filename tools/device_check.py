@@ -310,7 +310,7 @@ def time_model(run: Run, state: dict, mode: str, name: str, seg: torch.nn.Module
     t_model = time.perf_counter()
     for b in args.compile_batch_sizes if compiled else args.batch_sizes:
         batches = dc.cycle_batches(state["samples"], b, len(state["samples"]), device)
-        row = {"model": name, "mode": mode, **dc.time_inference(model, batches, amp, args.iters, args.warmup, device)}
+        row = {"model": name, "mode": mode, **dc.time_inference(model, batches, amp, args.iters, args.warmup)}
         if compiled and b == args.sync_batch and device.type == "cuda":
             with bench.autocast(device, amp):
                 row["host_syncs_per_forward"] = dc.count_host_syncs(device, bench.infer, model, *batches[0], True)

@@ -71,9 +71,10 @@ class Segmentor(nn.Module):
         feats = self.backbone(self.normalise(images), cluster_ids=ids)
         return SegmentorOutput(self.decode_head(feats.features), feats)
 
-    def loss(self, images: Tensor, masks: Tensor) -> dict[str, Tensor]:
-        """Training losses; masks (B, H, W) int64 with ``ignore_index`` at unlabelled pixels."""
-        out = self(images)
+    def loss(self, images: Tensor, masks: Tensor, oracle: bool = False) -> dict[str, Tensor]:
+        """Training losses; masks (B, H, W) int64 with ``ignore_index`` at unlabelled pixels. ``oracle``: the
+        clusters come from the masks' pseudo-labels (as in ``forward``), the clustering loss is still computed."""
+        out = self(images, masks, oracle)
         losses = {"loss_seg": seg_loss(out.logits, masks, self.ignore_index)}
         if out.backbone.clust_logits is not None:
             losses["loss_clust"] = clust_loss(out.backbone.clust_logits, masks, self.num_clusters, self.clust_loss_weight)
