@@ -44,8 +44,6 @@ from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-from bench_official import cpu_name, oracle_ids  # noqa: E402
 
 from dynseg import bench  # noqa: E402
 from dynseg.accel import accelerate  # noqa: E402
@@ -214,7 +212,7 @@ def bench_config(config: str, backends: Sequence[str], args: argparse.Namespace,
         raise ValueError(f"{config}: the inputs differ in size; the exported graph is fixed at {shape}")
     images = [(s.image[None], s.mask[None]) for s in samples]
     with_ids = args.oracle_clusters and bench.uses_clusters(seg)
-    ids = [t[:1] for t in oracle_ids(seg, images)] if with_ids else [None] * len(images)
+    ids = [t[:1] for t in bench.oracle_ids(seg, images)] if with_ids else [None] * len(images)
     # Sliding windows stay outside the graph: one window per image keeps every backend on the same work.
     if seg.test_mode == "slide" and any(s > c for s, c in zip(shape, seg.crop_size, strict=True)):
         raise ValueError(f"{config}: {shape} inputs need several sliding windows; the exported graph runs one")
@@ -306,12 +304,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{Path(config).stem}:", flush=True)
             results.append(bench_config(config, args.backends, args, out_dir))
     print(f"{results[0]['num_images']} images at batch 1, {torch.get_num_threads()} threads, {args.repeats} repeats, "
-          f"oracle clusters {args.oracle_clusters}, torch {torch.__version__}; {cpu_name()}")
+          f"oracle clusters {args.oracle_clusters}, torch {torch.__version__}; {bench.cpu_name()}")
     for line in format_table(results):
         print(line)
-    result = {"models": results, "threads": torch.get_num_threads(), "repeats": args.repeats,
-              "oracle_clusters": args.oracle_clusters, "torch": torch.__version__, "host": cpu_name(),
-              "data_root": args.data_root, "split": args.split, "shape": args.shape, "limit": args.limit}
+    result = {"models": results, **bench.run_info(args)}
     if args.work_dir:
         write_json_atomic(Path(args.work_dir) / "bench_backends.json", result)
     return result

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -139,22 +138,6 @@ def malloc_env() -> dict[str, str]:
 
 
 @torch.no_grad()
-def oracle_ids(seg: nn.Module, batches: Sequence[tuple[Tensor, Tensor]]) -> list[Tensor]:
-    """The cluster ids our model uses with oracle clusters: one (n, N) tensor per backbone call, in order."""
-    calls: list[Tensor] = []
-
-    def hook(_module: nn.Module, _args: tuple, out: object) -> None:
-        calls.append(out.cluster_ids.detach().cpu())
-
-    handle = seg.backbone.register_forward_hook(hook)
-    try:
-        for images, masks in batches:
-            bench.infer(seg, images, masks, oracle=True)
-    finally:
-        handle.remove()
-    return calls
-
-
 @torch.no_grad()
 def our_labels(seg: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], oracle: bool) -> list[Tensor]:
     return [bench.infer(seg, images, masks, oracle).argmax(1).to(torch.uint8) for images, masks in batches]
@@ -212,7 +195,7 @@ def compare_pair(
 
 def write_inputs(path: Path, seg: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], oracle: bool) -> None:
     """The worker's inputs file: images, our normalisation and (oracle) our cluster ids."""
-    ids = oracle_ids(seg, batches) if oracle and bench.uses_clusters(seg) else None
+    ids = bench.oracle_ids(seg, batches) if oracle and bench.uses_clusters(seg) else None
     torch.save({"batches": [images for images, _ in batches], "mean": seg.mean.flatten().cpu(),
                 "std": seg.std.flatten().cpu(), "cluster_ids": ids}, path)
 
@@ -256,17 +239,6 @@ def format_table(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
-def cpu_name() -> str:
-    """The CPU model (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def default_python(official_src: Path) -> Path:
     return official_src.resolve().parent / "venv" / "bin" / "python"
 
@@ -297,14 +269,11 @@ def main(argv: list[str] | None = None, worker_command: Sequence[str] | None = N
     info = rows[0]["official_info"]
     print(f"{n} images, batch {args.batch_size}, {torch.get_num_threads()} threads, {args.repeats} repeats, "
           f"oracle clusters {args.oracle_clusters}, float32; official commit {info.get('commit')}, "
-          f"torch {info.get('torch')} (ours {torch.__version__}); malloc tuned {bool(malloc)}; {cpu_name()}")
+          f"torch {info.get('torch')} (ours {torch.__version__}); malloc tuned {bool(malloc)}; {bench.cpu_name()}")
     for line in format_table(rows):
         print(line)
-    result = {"rows": rows, "num_images": n, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-              "repeats": args.repeats, "oracle_clusters": args.oracle_clusters, "dtype": "float32",
-              "malloc_env": malloc, "official_src": str(src), "official_command": list(worker_command),
-              "torch": torch.__version__, "host": cpu_name(),
-              "data_root": args.data_root, "split": args.split, "shape": args.shape, "limit": args.limit}
+    result = {"rows": rows, "num_images": n, "batch_size": args.batch_size, "dtype": "float32", "malloc_env": malloc,
+              "official_src": str(src), "official_command": list(worker_command), **bench.run_info(args)}
     if args.work_dir:
         write_json_atomic(Path(args.work_dir) / "bench_official.json", result)
     return result
