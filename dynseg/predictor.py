@@ -162,8 +162,7 @@ class Predictor:
         """bfloat16 autocast on CPU, float16 on CUDA, when ``amp`` is on."""
         if not self.amp:
             return contextlib.nullcontext()
-        kind = self.device.type
-        return torch.autocast(kind, dtype=torch.float16 if kind == "cuda" else torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=amp_dtype(self.device))
 
     @torch.no_grad()
     def test_logits(self, rgb: np.ndarray) -> Tensor:

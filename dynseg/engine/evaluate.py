@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from dynseg.accel.dtype import amp_dtype
 from dynseg.atomic import atomic_path
 from dynseg.metrics import IoUAccumulator, SizeStratifiedRecall
 from dynseg.visualize import colorize
@@ -103,7 +104,7 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, amp: bool = F
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="test", unit="img")
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    dtype = amp_dtype(device)
     seconds = 0.0
     try:
         for i in indices:
