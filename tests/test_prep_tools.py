@@ -12,6 +12,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
+from dynseg.data import SUIM
 from dynseg.data.prep_rumexweeds import LABEL_IDS
 from dynseg.data.prep_suim import decode_suim_rgb
 
@@ -152,3 +153,39 @@ def test_rumexweeds_label_rules_order_and_bad_files(samples, tmp_path, capsys):
     assert (mask[5, 5], mask[20, 20], mask[35, 35], mask[10, 10]) == (1, 2, 2, 2)  # later polygon wins
     assert mask[120, 20] == 0 and mask[140, 5] == 0  # box, ellipse and unknown labels ignored
     assert (mask[30, 180], mask[60, 150]) == (2, 1)  # case/whitespace-insensitive labels still drawn
+
+
+def _turned_for_orientation_6(path: Path, upright: np.ndarray, fmt: str) -> None:
+    """Save `upright` as a camera would: the pixels turned 90 degrees anticlockwise plus EXIF orientation 6
+    (the viewer turns them back clockwise)."""
+    im = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(path, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def test_prep_tools_size_masks_by_the_upright_image(samples, tmp_path, capsys):
+    """An image stored sideways with an EXIF orientation gets a mask of its upright size (as the dataset
+    reads it), not the stored one: the SUIM mask is not resized and the pair loads; RumexWeeds' mask fits."""
+    root = tmp_path / "SUIM"
+    shutil.copytree(samples / "SUIM", root)
+    image = root / "TEST/images/n_l_52_.jpg"
+    upright = np.asarray(Image.open(image).convert("RGB"))  # (480, 640, 3)
+    _turned_for_orientation_6(image, upright, "JPEG")
+    assert Image.open(image).size == (480, 640)  # stored 480 wide, 640 high
+    assert suim_mask_convert.main([str(root), "--no-progress"]) == 0
+    assert "5 masks converted, 0 resized, 0 failed" in capsys.readouterr().out
+    labels = np.asarray(Image.open(root / "TEST/masks_label/n_l_52_.png"))
+    assert labels.shape == (480, 640) and np.bincount(labels.ravel(), minlength=8).tolist() == SUIM_HIST["n_l_52_"]
+    test_split = SUIM(root, "test")
+    sample = test_split[[p.name for p in test_split.images].index("n_l_52_.jpg")]
+    assert sample["image"].shape == (3, 480, 640) and sample["mask"].shape == (480, 640)
+
+    rumex = tmp_path / "RumexWeeds"
+    shutil.copytree(samples / "RumexWeeds", rumex)
+    png = rumex / RUMEX_IMG0
+    _turned_for_orientation_6(png, np.asarray(Image.open(png).convert("RGB")), "PNG")
+    assert Image.open(png).size == (150, 240)
+    assert rumexweeds_prepare.main([str(rumex), "--no-progress"]) == 0
+    mask = np.asarray(Image.open(rumex / "processed/test/masks" / Path(RUMEX_IMG0).name))
+    assert mask.shape == (150, 240) and np.bincount(mask.ravel(), minlength=3).tolist() == [34559, 726, 715]

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from dynseg.data.transforms import IGNORE_INDEX, sample_rng
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+ORIENTATION_TAG = 0x0112  # EXIF "Orientation"
 
 # pipeline(image (H, W, 3) uint8, mask (H, W) uint8, rng) -> (image, mask)
 Pipeline = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -41,6 +42,15 @@ def read_image(path: Path) -> np.ndarray:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # corrupt, truncated, huge
         raise DatasetError(f"{path}: cannot decode image, expected a readable RGB image ({e})") from None
+
+
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """``(w, h)`` of an opened image as :func:`read_image` returns it, from the header alone.
+
+    EXIF orientations 5-8 turn the picture by 90 degrees, so its upright width is the stored height.
+    """
+    w, h = im.size
+    return (h, w) if im.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8) else (w, h)
 
 
 def read_label(path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from dynseg.atomic import atomic_path
+from dynseg.data.base import upright_size
 from dynseg.data.prep_suim import Report, save_png_atomic
 
 LABEL_IDS = {"rumex_obtusifolius": 1, "rumex_crispus": 2}
@@ -88,7 +89,7 @@ def prepare_rumexweeds(root: str | Path, progress: bool = True) -> Report:
                 raise FileNotFoundError(f"annotation file missing, expected {xml_path}")
             with Image.open(image_path) as im:
                 im.load()  # decode fully: a truncated image is reported here, not at training time
-                size = im.size
+                size = upright_size(im)  # the mask is drawn on the image as the dataset reads it
             out_dir = root / "processed" / split
             (out_dir / "images").mkdir(parents=True, exist_ok=True)
             (out_dir / "masks").mkdir(parents=True, exist_ok=True)

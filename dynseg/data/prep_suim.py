@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dynseg.atomic import atomic_path
+from dynseg.data.base import upright_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 SPLIT_FOLDERS = ("train_val", "test", "TEST")
@@ -55,7 +56,7 @@ def _find_mask(mask_dir: Path, stem: str) -> Path | None:
 def convert_one(image_path: Path, mask_path: Path, out_path: Path, report: Report) -> None:
     """Convert one RGB mask to a label PNG the size of its image; errors raise OSError/ValueError."""
     with Image.open(image_path) as im:
-        size = im.size  # (w, h) from the header: enough to check the mask against
+        size = upright_size(im)  # (w, h) from the header, as the dataset will read the image
     with Image.open(mask_path) as m:
         mask = m.convert("RGB")
     if mask.size != size:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from dynseg.accel.dtype import amp_dtype
 from dynseg.atomic import atomic_path
 from dynseg.metrics import IoUAccumulator, SizeStratifiedRecall
+from dynseg.predictor import upsampled_argmax
 from dynseg.visualize import colorize
 
 IGNORE_COLOUR = (255, 255, 255)  # ignore pixels in the ground-truth panel
@@ -119,9 +120,8 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, amp: bool = F
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - t0
-            if logits.shape[-2:] != mask.shape[-2:]:
-                logits = F.interpolate(logits, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-            pred = logits.argmax(1)  # (1, H, W)
+            # At the mask's size, without holding n_cls x H x W upsampled logits (ADE20K: 150 classes).
+            pred = upsampled_argmax(logits[0], mask.shape[-2:])[None]  # (1, H, W)
             iou.update(pred, mask)
             recall.update(pred, mask)
             stem = Path(str(sample.get("path", f"{i:06d}"))).stem
