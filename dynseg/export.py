@@ -3,7 +3,7 @@
 The exported graph takes one image ``(1, 3, H, W)`` float RGB 0..255 at a fixed size and returns
 ``logits (1, n_cls, H, W)``, ``tokens (1,)`` (the sequence length after the injection point: it varies
 per image) and, for ClustViT, ``cluster_ids (1, N)``. ``torch.export`` traces ClustViT's merge path
-unconditionally (``torch.compiler.is_exporting()``), so the graph holds the cluster arg-max, the
+unconditionally (``torch.compiler.is_exporting()``, torch >= 2.7), so the graph holds the cluster arg-max, the
 index bookkeeping of ``plan_merge``, the shorter attention and the regeneration, with the packed
 length as a data-dependent dimension. Sliding-window tiling (``test_cfg.mode == "slide"``) stays
 outside the graph: export at the crop size and tile in the caller.
@@ -59,12 +59,19 @@ def default_shape(cfg: dict, seg: Segmentor) -> tuple[int, int]:
     return grid[0] * 16, grid[1] * 16
 
 
+def check_export_supported() -> None:
+    """Raise ValueError in one line if this torch cannot trace the merge (it needs ``is_exporting``)."""
+    if not hasattr(torch.compiler, "is_exporting"):
+        raise ValueError(f"ONNX export needs torch >= 2.7 (torch.compiler.is_exporting), this is torch {torch.__version__}")
+
+
 def export_onnx(seg: Segmentor, path: str | os.PathLike, shape: Sequence[int], verbose: bool = False) -> Path:
     """Export ``seg`` (eval mode, batch 1, image size ``shape = (H, W)``) to ONNX with ``dynamo=True``.
 
     Returns:
         The written path (written atomically).
     """
+    check_export_supported()
     seg = seg.eval()
     H, W = shape
     g = torch.Generator().manual_seed(0)

@@ -23,11 +23,14 @@ TINY = [
     "model.decode_head.embed_dim=32", "model.decode_head.num_heads=2",
 ]
 SHAPE = (96, 128)  # 6 x 8 tokens
+EXPORTS = hasattr(torch.compiler, "is_exporting")  # torch >= 2.7
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The tiny demo ClustViT saved as one of our checkpoints, exported once by the CLI."""
+    if not EXPORTS:
+        pytest.skip(f"ONNX export needs torch >= 2.7, this is {torch.__version__}")
     if not SUIM.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"shared samples missing: {SUIM}")
@@ -85,3 +88,4 @@ def test_export_wrapper_matches_predict_logits(exported: tuple[Path, Path]) -> N
         logits, tokens, ids = ExportedSegmentor(seg)(x)
         torch.testing.assert_close(logits, seg.predict_logits(x))
     assert ids.shape == (1, 48) and tokens.shape == (1,)
+

@@ -40,6 +40,29 @@ def test_packed_attention_paths_equal_attention_per_sequence(lengths: list[int])
         torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
+def cpu_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k):
+    """A CPU kernel with ``torch.nn.attention.varlen.varlen_attn``'s interface and semantics: (T, h, d)
+    inputs, int32 offsets, every sequence shorter than the bounds, attention within each sequence."""
+    assert cu_q.dtype == cu_k.dtype == torch.int32 and torch.equal(cu_q, cu_k)
+    assert q.dim() == 3 and q.stride(-1) == 1 and k.shape == v.shape == q.shape
+    bounds = cu_q.tolist()
+    assert max(b - a for a, b in zip(bounds, bounds[1:])) <= min(max_q, max_k) and bounds[-1] == q.shape[0]
+    out = [F.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v))).transpose(0, 1)
+           for a, b in zip(bounds, bounds[1:])]
+    return torch.cat(out)  # (T, h, d)
+
+
+def test_the_cuda_varlen_call_lays_out_heads_and_offsets_as_the_kernel_expects():
+    """The CUDA half-precision path's unpacking (views of qkv, int32 offsets, the bound) and repacking,
+    through a CPU kernel with the fused one's interface: equal to attention per sequence."""
+    torch.manual_seed(0)
+    lengths = [7, 12, 1, 11]
+    qkv = torch.randn(sum(lengths), 3 * 24, dtype=torch.float64)
+    cu = torch.tensor([0] + lengths).cumsum(0)  # int64, as a caller may pass
+    out = A.varlen_packed_attention(qkv, cu, 40, 3, cpu_varlen_attn)
+    torch.testing.assert_close(out, reference(qkv, lengths, 3), rtol=1e-12, atol=1e-12)
+
+
 def test_packed_attention_op_registration_and_gradients():
     """The custom op's fake kernel and schema agree with its real one (what torch.compile relies on),
     and the autograd path's gradients are those of attention per sequence."""

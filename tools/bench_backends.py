@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from dynseg import bench  # noqa: E402
 from dynseg.accel import accelerate  # noqa: E402
 from dynseg.atomic import write_json_atomic  # noqa: E402
-from dynseg.export import ExportedSegmentor  # noqa: E402
+from dynseg.export import ExportedSegmentor, check_export_supported  # noqa: E402
 from dynseg.runtime import tune_malloc  # noqa: E402
 
 DEFAULT_CONFIGS = [
@@ -85,6 +85,7 @@ class OracleGraph(nn.Module):
 
 def export_graph(seg: nn.Module, path: Path, shape: Sequence[int], with_ids: bool) -> Path:
     """Write the batch-1 ONNX graph at ``shape`` (H, W): dynseg.export's, or with cluster ids as an input."""
+    check_export_supported()
     H, W = shape
     example = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(0)) * 255
     if with_ids:

@@ -71,6 +71,7 @@ def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
 # buffers, numpy scalars in the metadata). Classes from these packages are read as inert placeholders
 # (below); anything else that is not a tensor, container or number stays refused.
 _METADATA_PACKAGES = ("mmengine", "mmseg", "mmcv", "numpy")
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")  # torch's message, torch >= 2.4
 
 
 class _Inert:
@@ -88,9 +89,36 @@ def _torch_load(path: Path, stubs: Sequence[str] = ()) -> object:
         # Raised for any plain pickle (not written by torch.save) just before it is refused or read:
         # noise on stderr beside the one-line error.
         warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        inert = [(type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in stubs]
+        # Each stand-in is a class of the stored name's module and name, so that the allow-list matches it
+        # on every torch (the (class, name) pair form of safe_globals needs torch >= 2.6).
+        inert = [type(name.rpartition(".")[2], (_Inert,), {"__module__": name.rpartition(".")[0]}) for name in stubs]
         with torch.serialization.safe_globals(inert):
             return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_with_metadata_stubs(path: Path) -> object:
+    """``torch.load(weights_only=True)``, retried with stand-ins for the framework metadata it refuses.
+
+    The refused names come from torch's scan of the file where it has one (torch >= 2.6, one read),
+    else from each refusal in turn; a name outside the metadata packages is refused as torch refused it.
+    """
+    stubs: list[str] = []
+    for _ in range(64):  # an official checkpoint refers to a handful of classes
+        try:
+            return _torch_load(path, stubs)
+        except Exception as e:  # noqa: BLE001 - retried below only for framework metadata
+            refused = _REFUSED_GLOBAL.search(str(e))
+            if refused is None or refused[1] in stubs:
+                raise
+            scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+            try:
+                names = scan(path) if scan is not None and not stubs else [refused[1]]
+            except Exception:  # noqa: BLE001 - not a zip checkpoint: report the refusal
+                raise e from None
+            if not names or any(n.split(".", 1)[0] not in _METADATA_PACKAGES for n in names):
+                raise
+            stubs += [n for n in names if n not in stubs]
+    raise RuntimeError(f"more than 64 framework metadata classes, expected a handful: {stubs[:5]} ...")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -111,18 +139,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         except Exception as e:  # noqa: BLE001 - any parse failure means "not a safetensors file"
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     try:
-        try:
-            obj = _torch_load(path)
-        except Exception as e:  # noqa: BLE001 - retried below only for framework metadata
-            if "Unsupported global" not in str(e):
-                raise
-            try:
-                names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-            except Exception:  # noqa: BLE001 - not a zip checkpoint: report the first error
-                raise e from None
-            if not names or any(n.split(".", 1)[0] not in _METADATA_PACKAGES for n in names):
-                raise
-            obj = _torch_load(path, names)
+        obj = _load_with_metadata_stubs(path)
     except Exception as e:  # noqa: BLE001 - pickles with code, truncated files, text files ...
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         # Skip torch's boilerplate (its first line even suggests weights_only=False): keep the reason,

@@ -102,6 +102,17 @@ def packed_attention_impl(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_
     varlen_attn = _varlen_attn() if qkv.dtype in (torch.float16, torch.bfloat16) else None
     if qkv.device.type != "cuda" or varlen_attn is None:
         return padded_attention(qkv, cu_seqlens, max_seqlen, num_heads)
+    return varlen_packed_attention(qkv, cu_seqlens, max_seqlen, num_heads, varlen_attn)
+
+
+def varlen_packed_attention(qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int, num_heads: int,
+                            varlen_attn: Callable[..., Tensor]) -> Tensor:
+    """Packed attention through a kernel with ``torch.nn.attention.varlen.varlen_attn``'s interface.
+
+    ``varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k)`` takes (T, h, d) q, k, v and int32 offsets and
+    returns (T, h, d); q, k and v are strided views of ``qkv`` (last dimension contiguous), no copies.
+    (T, 3C) -> (T, C).
+    """
     T, C3 = qkv.shape
     q, k, v = qkv.view(T, 3, num_heads, C3 // (3 * num_heads)).unbind(1)  # 3 x (T, h, d)
     cu = cu_seqlens.to(torch.int32)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .merging import merge, plan_merge, regenerate
+from .merging import exporting, merge, plan_merge, regenerate
 from .vit import VIT_SIZES, BackboneOutput, Mlp, Packing, VisionTransformer, ordered, to_map
 
 
@@ -85,7 +85,7 @@ class ClustViT(VisionTransformer):
         x_inj = x
         # Under torch.export the merge is always traced (an unreduced image packs to itself, unchanged), so
         # the graph keeps the data-dependent path instead of branching on the data.
-        merging = torch.compiler.is_exporting() or plan.any_reduced
+        merging = exporting() or plan.any_reduced
         y = merge(x, plan) if merging else x  # (1, T, C) packed, or (B, 1+N, C) untouched
         packing = None  # one image packs into one plain sequence
         if merging and B > 1:

@@ -67,6 +67,13 @@ def positions(mask: Tensor, count: int) -> Tensor:
     return out.scatter_(0, slot, torch.arange(mask.numel(), device=mask.device))[:count]
 
 
+
+def exporting() -> bool:
+    """Whether ``torch.export`` is tracing (``torch.compiler.is_exporting``; torch < 2.7 lacks it: False)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return is_exporting is not None and is_exporting()
+
+
 def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     """Build the merge plan from cluster ids.
 
@@ -96,7 +103,7 @@ def plan_merge(ids: Tensor, num_clusters: int) -> MergePlan:
     else:
         sizes = torch.stack([lengths.sum(), merged.sum(), ids.new_zeros(()), ids.new_zeros(())])
     T, P, lo, hi = sizes.tolist()  # (under torch.export: unbacked sizes, and the ids are arg-maxes)
-    if torch.compiler.is_exporting():
+    if exporting():
         # Tell the tracer what holds for the unbacked sizes: every image keeps at least its cls token.
         torch._check(T >= B)
         torch._check(P >= 0)
