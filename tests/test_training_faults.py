@@ -172,10 +172,14 @@ def test_torchrun_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {work}: in use by another run (pid {ranks[0]},"), err
         workers = _children(ranks[0])
-        assert workers and _holds(ranks[0], work / ".lock")
-        assert not any(_holds(w, work / ".lock") for w in workers)  # the worker closed its inherited copy
+        assert workers and _holds(ranks[0], work / ".lock"), (workers, log.read_text()[-3000:])
+        holders = [w for w in workers if _holds(w, work / ".lock")]
+        assert not holders, (holders, workers)  # the worker closed its inherited copy
         os.killpg(ranks[1], signal.SIGTERM)  # torchrun starts each rank in its own session
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"torchrun still running 120 s after the SIGTERM:\n{log.read_text()[-3000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -184,14 +188,14 @@ def test_torchrun_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(
     lines = ["stopped: " + line.split("stopped: ", 1)[1] for line in text.splitlines() if "stopped: " in line]
     assert len(lines) == 2, text[-3000:]
     ckpts = sorted(work.glob("iter_*.pth"))
-    assert len(ckpts) == 1
+    assert len(ckpts) == 1, (ckpts, text[-3000:])
     k = read_training_checkpoint(ckpts[0])["iter"]
-    assert 2 <= k < 400
+    assert 2 <= k < 400, text[-3000:]
     assert f"stopped: SIGTERM: stopped after iteration {k} of 400, wrote rank 0's checkpoint; continue with " \
-           "--resume [rank 1]" in lines
+           "--resume [rank 1]" in lines, lines
     assert f"stopped: a stop signal on another rank: stopped after iteration {k} of 400, wrote {ckpts[0]}; " \
-           "continue with --resume [rank 0]" in lines
-    assert "exitcode  : 75" in text  # torchrun's report of the ranks' status
+           "continue with --resume [rank 0]" in lines, lines
+    assert "exitcode  : 75" in text, text[-3000:]  # torchrun's report of the ranks' status
     assert WorkDirLock(work).acquire()  # released
 
 
