@@ -11,8 +11,9 @@ outside the graph: export at the crop size and tile in the caller.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,28 @@ def default_shape(cfg: dict, seg: Segmentor) -> tuple[int, int]:
     return grid[0] * 16, grid[1] * 16
 
 
+# The graph's own description, in the ONNX file's metadata_props (read by dynseg.deploy).
+METADATA_KEYS = ("dynseg.classes", "dynseg.palette", "dynseg.source")
+
+
+def metadata(classes: Sequence[str], palette: Sequence[Sequence[int]], source: str) -> dict[str, str]:
+    """``metadata_props`` for :func:`export_onnx`: class names, palette (JSON) and what it was exported from."""
+    return {"dynseg.classes": json.dumps(list(classes)),
+            "dynseg.palette": json.dumps([[int(v) for v in c] for c in palette]),
+            "dynseg.source": source}
+
+
 def check_export_supported() -> None:
     """Raise ValueError in one line if this torch cannot trace the merge (it needs ``is_exporting``)."""
     if not hasattr(torch.compiler, "is_exporting"):
         raise ValueError(f"ONNX export needs torch >= 2.7 (torch.compiler.is_exporting), this is torch {torch.__version__}")
 
 
-def export_onnx(seg: Segmentor, path: str | os.PathLike, shape: Sequence[int], verbose: bool = False) -> Path:
+def export_onnx(seg: Segmentor, path: str | os.PathLike, shape: Sequence[int], verbose: bool = False,
+                meta: Mapping[str, str] | None = None) -> Path:
     """Export ``seg`` (eval mode, batch 1, image size ``shape = (H, W)``) to ONNX with ``dynamo=True``.
+
+    ``meta``: stored in the file's ``metadata_props`` (see :func:`metadata`).
 
     Returns:
         The written path (written atomically).
@@ -81,6 +96,7 @@ def export_onnx(seg: Segmentor, path: str | os.PathLike, shape: Sequence[int], v
             ExportedSegmentor(seg).eval(), (example,), dynamo=True, input_names=["image"],
             output_names=output_names(seg), verbose=verbose,
         )
+    program.model.metadata_props.update(meta or {})
     path = Path(path)
     with atomic_path(path, suffix=".onnx") as tmp:
         program.save(tmp)

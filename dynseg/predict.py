@@ -1,8 +1,11 @@
 """Run a model on your own images: label PNGs (and coloured overlays) for every image, with a progress bar.
 
     python -m dynseg.predict CONFIG CHECKPOINT IMAGE_OR_DIR... --out DIR [--overlay] [--amp] [--skip-existing]
+    python -m dynseg.predict MODEL.onnx IMAGE_OR_DIR... --out DIR [--backend openvino|onnxruntime] [--amp]
 
-CHECKPOINT ``none`` keeps random weights (to try the command without one). For every input image
+CHECKPOINT ``none`` keeps random weights (to try the command without one). An exported graph
+(``tools/export_onnx.py``) runs on a CPU runtime instead of PyTorch (``dynseg.deploy``; ``--amp``:
+OpenVINO's bfloat16), at the fixed size it was exported at. For every input image
 ``name.jpg`` it writes ``DIR/name.png``: the class index of every pixel (8-bit grey, at the input's
 resolution, upright as viewers show it: an EXIF orientation is applied); with ``--overlay`` also
 ``DIR/name_overlay.png``: the palette colours blended over the image.
@@ -27,6 +30,7 @@ from tqdm import tqdm
 
 from .api import load
 from .atomic import WriteError
+from .deploy import BACKENDS, ExportedPredictor
 from .predictor import Predictor
 from .runtime import tune_malloc
 from .visualize import overlay, save_png
@@ -81,8 +85,8 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
-def predict_files(predictor: Predictor, files: Sequence[Path], out_dir: Path, with_overlay: bool = False,
-                  skip_existing: bool = False) -> Outcome:
+def predict_files(predictor: Predictor | ExportedPredictor, files: Sequence[Path], out_dir: Path,
+                  with_overlay: bool = False, skip_existing: bool = False) -> Outcome:
     """Predict every file and write its label PNG (and overlay), going on past unreadable inputs.
 
     Each failed input is printed as one ``error:`` line on stderr as it happens and listed in the result.
@@ -91,8 +95,8 @@ def predict_files(predictor: Predictor, files: Sequence[Path], out_dir: Path, wi
         ValueError: the model has more classes than an 8-bit PNG holds.
         dynseg.atomic.WriteError: an output cannot be written (every later one would fail the same way).
     """
-    if predictor.model.num_classes > 256:
-        raise ValueError(f"{predictor.model.num_classes} classes do not fit an 8-bit label PNG")
+    if len(predictor.classes) > 256:
+        raise ValueError(f"{len(predictor.classes)} classes do not fit an 8-bit label PNG")
     outcome = Outcome()
     bar = tqdm(list(zip(files, output_stems(files))), desc="predict", unit="img", file=sys.stderr)
     for path, stem in bar:
@@ -115,10 +119,14 @@ def predict_files(predictor: Predictor, files: Sequence[Path], out_dir: Path, wi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dynseg.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="config file")
-    parser.add_argument("checkpoint", help="checkpoint (ours or official), or 'none' for random weights")
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser = argparse.ArgumentParser(
+        prog="python -m dynseg.predict", description=__doc__.split("\n\n")[0],
+        usage="%(prog)s CONFIG CHECKPOINT IMAGE_OR_DIR... --out DIR [options]\n"
+              "       %(prog)s MODEL.onnx IMAGE_OR_DIR... --out DIR [options]")
+    parser.add_argument("config", help="config file, zoo name or hub folder; or an exported MODEL.onnx")
+    parser.add_argument("inputs", nargs="+", metavar="ARG",
+                        help="checkpoint (ours or official, or 'none' for random weights; not for MODEL.onnx), "
+                             "then image files and/or folders of images")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (colours over the image)")
     parser.add_argument("--skip-existing", action="store_true",
@@ -127,11 +135,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-accel", action="store_true", help="the plain model, without dynseg.accel's kernels")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--backend", choices=BACKENDS, help="runtime for MODEL.onnx (default: openvino if installed)")
     args = parser.parse_args(argv)
+    exported = args.config.endswith(".onnx")
+    if not exported and len(args.inputs) < 2:
+        parser.error("expected CONFIG CHECKPOINT IMAGE_OR_DIR... (a checkpoint or 'none', then images)")
+    if exported and args.cfg_options:
+        parser.error("--cfg-options: an exported graph has no config to override")
+    checkpoint, inputs = (None, args.inputs) if exported else (args.inputs[0], args.inputs[1:])
     tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (dynseg/runtime.py)
     try:
-        files = collect_images(args.inputs)
-        predictor = load(args.config, args.checkpoint, args.device, args.amp, args.cfg_options, accel=not args.no_accel)
+        files = collect_images(inputs)
+        if exported:
+            predictor = ExportedPredictor(args.config, args.backend, bf16=args.amp)
+        else:
+            predictor = load(args.config, checkpoint, args.device, args.amp, args.cfg_options, accel=not args.no_accel)
         done = predict_files(predictor, files, Path(args.out), args.overlay, args.skip_existing)
     except WriteError as e:
         print(f"error: {e}; free space or choose another --out, then rerun with --skip-existing", file=sys.stderr)
@@ -139,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # config, checkpoint and image errors are one line each
         print(f"error: {e}", file=sys.stderr)
         return 2
-    parts = [f"wrote {len(done.written)} label PNG(s){' and overlays' if args.overlay else ''} to {args.out}"]
+    runtime = f" ({predictor.backend}{', bf16' if predictor.bf16 else ''})" if exported else ""
+    parts = [f"wrote {len(done.written)} label PNG(s){' and overlays' if args.overlay else ''} to {args.out}{runtime}"]
     if done.skipped:
         parts.append(f"{len(done.skipped)} skipped (already there)")
     if done.failed:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,69 @@ def test_export_wrapper_matches_predict_logits(exported: tuple[Path, Path]) -> N
         torch.testing.assert_close(logits, seg.predict_logits(x))
     assert ids.shape == (1, 48) and tokens.shape == (1,)
 
+
+
+
+def _reference_predictor(ckpt: Path):
+    """PyTorch's Predictor on the exported checkpoint, resizing to the graph's fixed size."""
+    from dynseg.api import dataset_meta
+    from dynseg.predictor import Predictor
+
+    cfg = resolve_config(DEMO, TINY)
+    classes, palette = dataset_meta(cfg["data"], 6)
+    return Predictor(build_model(cfg, ckpt), (SHAPE[1], SHAPE[0]), False, classes, palette, accel=False)
+
+
+def test_exported_graph_runs_without_the_model(exported: tuple[Path, Path]) -> None:
+    """dynseg.deploy (onnxruntime here; OpenVINO runs in its own process below): the config's classes and
+    palette come from the file, and the labels at each image's own size are PyTorch's."""
+    from dynseg.deploy import ExportedPredictor
+
+    onnx_path, ckpt = exported
+    reference = _reference_predictor(ckpt)
+    deployed = ExportedPredictor(onnx_path, "onnxruntime", threads=1)
+    assert deployed.input_size == SHAPE and deployed.classes == reference.classes == (
+        "sky", "grass", "water", "rock", "weed", "robot")
+    assert deployed.palette == reference.palette
+    for image in sorted(SUIM.iterdir()):
+        rgb = read_rgb(image)
+        labels = deployed.predict(rgb)
+        assert labels.shape == rgb.shape[:2] == (480, 640) and labels.dtype == np.int64
+        assert (labels == reference.predict(rgb)).mean() > 0.999  # float rounding at near-ties only
+
+
+def test_predict_cli_on_an_exported_graph_with_openvino(exported: tuple[Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """`python -m dynseg.predict MODEL.onnx IMAGES --out DIR` on OpenVINO, fp32 and bf16, each in its own
+    process (OpenVINO loaded into a process that later trains with DataLoader workers can crash it): the
+    label PNGs are PyTorch's labels. Wrong runtimes and arguments are one line each."""
+    from PIL import Image
+
+    from dynseg import predict
+
+    onnx_path, ckpt = exported
+    reference = _reference_predictor(ckpt)
+    expected = {image.stem: reference.predict(read_rgb(image)) for image in sorted(SUIM.iterdir())}
+    for amp, line in ((False, "(openvino)"), (True, "(openvino, bf16)")):
+        out = tmp_path / f"amp{int(amp)}"
+        run = subprocess.run([sys.executable, "-m", "dynseg.predict", str(onnx_path), str(SUIM), "--out", str(out),
+                              "--backend", "openvino", "--overlay", *(["--amp"] if amp else [])],
+                             capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.strip() == f"wrote 5 label PNG(s) and overlays to {out} {line}"
+        agree = np.mean([(np.asarray(Image.open(out / f"{stem}.png")) == labels).mean()
+                         for stem, labels in expected.items()])
+        assert agree > (0.8 if amp else 0.999), (amp, agree)  # bf16 (where the CPU has it) moves near-ties
+        assert len(list(out.glob("*_overlay.png"))) == 5
+    assert predict.main([str(onnx_path), str(SUIM), "--out", str(tmp_path / "o2"), "--backend", "onnxruntime",
+                         "--amp"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: bf16: onnxruntime's CPU provider has no bfloat16 kernels, "
+                                               "expected backend 'openvino'")
+    (tmp_path / "bad.onnx").write_bytes(b"not a graph")
+    assert predict.main([str(tmp_path / "bad.onnx"), str(SUIM), "--out", str(tmp_path / "o3"),
+                         "--backend", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / 'bad.onnx'}: onnxruntime cannot load it as a model (") and "\n" not in err
+    assert predict.main([str(tmp_path / "missing.onnx"), str(SUIM), "--out", str(tmp_path / "o4")]) == 2
+    assert "missing.onnx: no such ONNX file" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

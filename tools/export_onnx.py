@@ -5,7 +5,8 @@
 Inputs: ``image`` (1, 3, H, W) float RGB 0..255. Outputs: ``logits`` (1, n_cls, H, W), ``tokens`` (1,)
 (the sequence length after merging; it varies per image) and, for ClustViT, ``cluster_ids`` (1, N).
 ``--verify`` runs onnxruntime on real images and prints the max abs logit difference to PyTorch and
-the share of pixels whose arg-max agrees.
+the share of pixels whose arg-max agrees. The file carries the class names and palette; run it with
+``python -m dynseg.predict model.onnx IMAGES --out DIR`` (onnxruntime or OpenVINO, ``dynseg.deploy``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.export import default_shape, export_onnx, verify  # noqa: E402
+from dynseg.api import dataset_meta  # noqa: E402
+from dynseg.export import default_shape, export_onnx, metadata, verify  # noqa: E402
 from dynseg.loading import load_model  # noqa: E402
 
 
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(s <= 0 for s in shape):
             raise ValueError(f"--shape {shape}: expected positive H W")
         t0 = time.perf_counter()
-        path = export_onnx(seg, args.out, shape)
+        classes, palette = dataset_meta(cfg.get("data"), seg.num_classes)
+        source = f"{args.config}" + (f" {args.checkpoint}" if args.checkpoint else "")
+        path = export_onnx(seg, args.out, shape, meta=metadata(classes, palette, source))
         print(f"exported {path} (input 1x3x{shape[0]}x{shape[1]}) in {time.perf_counter() - t0:.1f} s")
         if args.verify:
             from dynseg.predict import collect_images, read_rgb
