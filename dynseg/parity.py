@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .accel import accelerate, describe
+from .accel import accelerate, cpu, describe
 from .convert.official import backbone_cfg, segmentor_from_official
 from .convert.weights import convert_state_dict, load_strict
 from .losses import clust_loss, patch_values, pseudo_labels
@@ -76,7 +76,7 @@ class Recorder:
         model = model.to(self.device).eval()
         if not self.accelerated:
             return model
-        accelerate(model, self.device)
+        accelerate(model, self.device, kernels=cpu.KINDS)  # every kernel, whether or not it pays on this host
         if self.device.type == "cpu" and not self._kernels_checked and torch.backends.mkldnn.is_available():
             n = describe(model)["onednn_linear"]
             self.rule(n > 0, 0.0, f"accelerated: {n} oneDNN linears installed", "> 0")

@@ -60,7 +60,7 @@ def test_accelerate_keeps_parameters_and_keys_and_plain_undoes_it():
     torch.manual_seed(0)
     seg = build_segmentor(tiny_cfg()).eval()
     keys, params = list(seg.state_dict()), [p.data_ptr() for p in seg.parameters()]
-    twin = accelerate(copy.deepcopy(seg), "cpu")
+    twin = accelerate(copy.deepcopy(seg), "cpu", kernels=cpu.KINDS)
     assert describe(seg) == {"onednn_linear": 0, "head_by_head_attention": 0}  # a copy was accelerated
     # Every nn.Linear and every Attention: backbone, Cluster module, Regenerator and the Segmenter head.
     n_linear = sum(type(m) is torch.nn.Linear for m in seg.modules())
@@ -125,7 +125,7 @@ def test_attention_goes_head_by_head_only_in_its_dtype_and_length_range():
     """bf16 from 256 tokens, float32 from 385 (to 2048), eager no-grad CPU only; float32 head by head is
     as exact as the fused kernel, bf16 rounds the logits (about twice the fused kernel's error)."""
     sdpa = F.scaled_dot_product_attention
-    attn = accelerate(Attention(128, 2), "cpu")
+    attn = accelerate(Attention(128, 2), "cpu", kernels=cpu.KINDS)
     gen = torch.Generator().manual_seed(0)
     q, k, v = (2 * torch.randn(1, 2, 400, 64, generator=gen, dtype=torch.float64) for _ in range(3))
     ref = sdpa(q, k, v)
@@ -151,7 +151,7 @@ def test_accelerated_packed_attention_is_the_plain_one():
     """Packed sequences of a batch (one of them full length, where head by head runs) match the plain op."""
     torch.manual_seed(0)
     plain_attn = Attention(64, 2).eval()
-    fast = accelerate(copy.deepcopy(plain_attn), "cpu")
+    fast = accelerate(copy.deepcopy(plain_attn), "cpu", kernels=cpu.KINDS)
     cu = torch.tensor([0, 9, 409, 430], dtype=torch.int32)
     x = torch.randn(1, 430, 64)
     from dynseg.models.vit import Packing
@@ -169,7 +169,7 @@ def test_bf16_segmenter_head_by_head_stays_close_to_the_fused_kernel():
     with torch.no_grad():
         fp32 = seg.predict_logits(x)
         fused_model = cast_weights(copy.deepcopy(seg), torch.bfloat16)
-        accelerate(seg, "cpu", torch.bfloat16)
+        accelerate(seg, "cpu", torch.bfloat16, kernels=cpu.KINDS)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             per_head, fused = seg.predict_logits(x), fused_model.predict_logits(x)
     assert not torch.equal(per_head, fused)
@@ -183,7 +183,7 @@ def test_exported_accelerated_attention_holds_only_portable_sdpa():
     """Head by head is eager-only: an exported graph holds SDPA, never a oneDNN op, even at a length
     (400 tokens) where eager float32 inference goes head by head."""
     torch.manual_seed(0)
-    attn = accelerate(Attention(32, 2).eval(), "cpu")
+    attn = accelerate(Attention(32, 2).eval(), "cpu", kernels=cpu.KINDS)
     x = torch.randn(1, 400, 32)
     with torch.no_grad():
         program = torch.export.export(attn, (x,))
@@ -213,7 +213,7 @@ def test_accelerated_model_is_batch_invariant():
     cfg = tiny_cfg(img_size=320)
     cfg["backbone"]["embed_dim"] = cfg["decode_head"]["embed_dim"] = 128
     seg = build_segmentor(cfg).eval()
-    accelerate(seg, "cpu")
+    accelerate(seg, "cpu", kernels=cpu.KINDS)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (3, 3, 320, 320), generator=g).float()
     ids = torch.randint(0, 4, (3, 400), generator=g)
@@ -229,3 +229,23 @@ def test_accelerated_model_is_batch_invariant():
             # differs by up to 2.5e-5 here, the accelerated one by 1.4e-5, on logits up to 1.7).
             torch.testing.assert_close(batched[b : b + 1], alone, rtol=1e-4, atol=1e-4)
             assert torch.equal(batched[b : b + 1].argmax(1), alone.argmax(1))
+
+
+def test_host_choices_follow_the_cpu(capsys: pytest.CaptureFixture) -> None:
+    """Head by head only where ATen runs AVX-512 code; --amp on a CPU without bf16 instructions says, in one
+    line, that it runs emulated (and nothing on CUDA or where oneDNN has bf16 kernels)."""
+    from dynseg.accel.dtype import warn_if_emulated
+
+    wide = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    assert cpu.default_kernels() == (("onednn_linear", "head_by_head_attention") if wide else ("onednn_linear",))
+    seg = build_segmentor(tiny_cfg()).eval()
+    counts = describe(accelerate(seg, "cpu"))
+    assert counts["head_by_head_attention"] == (4 if wide and ONEDNN else 0) and (counts["onednn_linear"] > 0) == ONEDNN
+    with pytest.raises(ValueError, match=r"kernels \['fast'\]: expected some of onednn_linear, head_by_head_attention"):
+        accelerate(seg, "cpu", kernels=("fast",))
+    capsys.readouterr()
+    emulated = not cpu.native_bf16()
+    assert warn_if_emulated("cpu") is emulated and warn_if_emulated("cuda") is False
+    err = capsys.readouterr().err.splitlines()
+    assert err == ([f"dynseg: warning: this CPU has no bfloat16 instructions ({torch.backends.cpu.get_cpu_capability()}): "
+                    "--amp runs emulated, several times slower than float32 here"] if emulated else [])

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import cpu
-from .dtype import amp_dtype, cast_weights
+from .dtype import amp_dtype, cast_weights, warn_if_emulated
 
 
 def accelerate(
@@ -27,6 +27,7 @@ def accelerate(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     compile: bool = False,
+    kernels: tuple[str, ...] | None = None,
 ) -> nn.Module:
     """Install ``device``'s fast inference kernels into ``model`` in place and return it.
 
@@ -36,12 +37,16 @@ def accelerate(
         dtype: ``None`` for float32 inference; ``torch.bfloat16`` / ``torch.float16`` to store the matmul
             weights in that dtype, for inference under ``torch.autocast`` of the same dtype.
         compile: also ``torch.compile`` the backbone and head (or the model, if it has neither).
+        kernels: on CPU, the kernels of :func:`describe` to install (default: ``cpu.default_kernels()``,
+            those that pay on this CPU).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if dtype is not None:
         cast_weights(model, dtype)
+        if dtype == torch.bfloat16:
+            warn_if_emulated(device)
     if device.type == "cpu":
-        cpu.install(model)
+        cpu.install(model, cpu.default_kernels() if kernels is None else tuple(kernels))
     if compile:
         parts = [getattr(model, name) for name in ("backbone", "decode_head") if hasattr(model, name)]
         for part in parts or [model]:
@@ -55,7 +60,7 @@ def describe(model: nn.Module) -> dict[str, int]:
     return {name: sum(type(m) is cls for m in model.modules()) for name, cls in kinds.items()}
 
 
-def plain(model: nn.Module, kinds: tuple[str, ...] = ("onednn_linear", "head_by_head_attention")) -> nn.Module:
+def plain(model: nn.Module, kinds: tuple[str, ...] = cpu.KINDS) -> nn.Module:
     """Undo the kernel swaps of :func:`accelerate` (all, or the ``kinds`` of :func:`describe`); weights
     keep their dtype. In place."""
     cpu.uninstall(model, kinds)

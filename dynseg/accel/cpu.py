@@ -33,6 +33,23 @@ MIN_MACS = 1 << 23
 PER_HEAD_RANGE: dict[torch.dtype, tuple[int, int]] = {torch.bfloat16: (256, 2048), torch.float32: (385, 2048)}
 
 
+KINDS = ("onednn_linear", "head_by_head_attention")
+
+
+def default_kernels() -> tuple[str, ...]:
+    """The kernels that pay on this CPU, as measured (docs/BENCHMARKS.md): oneDNN linears wherever
+    oneDNN is; head-by-head attention only where ATen runs AVX-512 code (on an AVX2 host the fused
+    kernel was faster)."""
+    wide = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return ("onednn_linear", "head_by_head_attention") if wide else ("onednn_linear",)
+
+
+def native_bf16() -> bool:
+    """oneDNN has bfloat16 kernels for this CPU (else bfloat16 matmuls are emulated, several times
+    slower than float32)."""
+    return onednn_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def onednn_available() -> bool:
     """This torch build has oneDNN and the inner-product op the kernels here call."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -115,26 +132,30 @@ class HeadByHeadAttention(Attention):
         return sequence_attention(qkv, cu_seqlens, self.num_heads, self.attend)  # (T, C), head by head per length
 
 
-def install(model: nn.Module) -> dict[str, int]:
-    """Swap the class of every plain ``nn.Linear`` and ``Attention`` in ``model`` (in place).
+def install(model: nn.Module, kinds: tuple[str, ...] = KINDS) -> dict[str, int]:
+    """Swap the class of every plain ``nn.Linear`` and ``Attention`` in ``model`` (in place), for the
+    kernels named in ``kinds``.
 
     Returns:
         How many modules each kernel was installed into (all 0 where oneDNN is missing).
     """
     counts = {"onednn_linear": 0, "head_by_head_attention": 0}
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"kernels {sorted(unknown)}: expected some of {', '.join(KINDS)}")
     if not onednn_available():
         return counts
     for m in model.modules():
-        if type(m) is nn.Linear:
+        if type(m) is nn.Linear and "onednn_linear" in kinds:
             m.__class__ = OneDNNLinear
             counts["onednn_linear"] += 1
-        elif type(m) is Attention:
+        elif type(m) is Attention and "head_by_head_attention" in kinds:
             m.__class__ = HeadByHeadAttention
             counts["head_by_head_attention"] += 1
     return counts
 
 
-def uninstall(model: nn.Module, kinds: tuple[str, ...] = ("onednn_linear", "head_by_head_attention")) -> None:
+def uninstall(model: nn.Module, kinds: tuple[str, ...] = KINDS) -> None:
     """Give the modules :func:`install` swapped their plain class back (those of ``kinds``; in place)."""
     for m in model.modules():
         if type(m) is OneDNNLinear and "onednn_linear" in kinds:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -9,6 +11,18 @@ from torch import nn
 def amp_dtype(device: torch.device | str) -> torch.dtype:
     """The ``--amp`` dtype: bfloat16 on CPU (avx512_bf16 / AMX kernels), float16 on CUDA."""
     return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+
+
+def warn_if_emulated(device: torch.device | str) -> bool:
+    """Print one line to stderr if ``--amp`` on ``device`` would run emulated bfloat16 (a CPU without
+    bf16 instructions, where it is several times slower than float32); returns whether it did."""
+    from .cpu import native_bf16
+
+    if torch.device(device).type != "cpu" or native_bf16():
+        return False
+    print(f"dynseg: warning: this CPU has no bfloat16 instructions ({torch.backends.cpu.get_cpu_capability()}): "
+          "--amp runs emulated, several times slower than float32 here", file=sys.stderr)
+    return True
 
 
 def cast_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from dynseg.accel.dtype import warn_if_emulated
 from dynseg.config import Config, save_config
 from dynseg.engine import distributed
 from dynseg.engine.checkpoint import find_latest, list_checkpoints, rng_state, save_checkpoint
@@ -211,6 +212,8 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
     use_cuda_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda_amp)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    if amp and dist_info.is_main:
+        warn_if_emulated(device)
     skipped, last_ckpt, pending_val = 0, None, False
 
     # --- resume, or initialise from ImageNet weights ----------------------------------------------
