@@ -4,7 +4,8 @@
   sgemm that ``F.linear`` calls (MKL), for inference-sized products.
 * :class:`HeadByHeadAttention`: full-length attention as two matmuls per (sequence, head) around a
   softmax whose (l, l) map stays in the last-level cache, in float32 (oneDNN inner products) and
-  bfloat16 (``torch.matmul``, itself on oneDNN), within :data:`PER_HEAD_RANGE` tokens.
+  bfloat16 (``torch.matmul``, itself on oneDNN), within :data:`PER_HEAD_RANGE` tokens; installed by
+  default only where ATen runs AVX-512 code (:func:`default_kernels`).
 
 Both are subclasses that change ``forward``'s kernel only, so parameters, state-dict keys, autograd,
 ``torch.compile``, export and FLOP counting see the plain module: whenever a call records autograd,
