@@ -8,10 +8,10 @@ install:
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 
 demo: install
-	$(PY) -m dynseg.demo
+	$(PY) -m clustvit.engine.demo
 
 test: install
 	$(PY) -m pytest -n 2 tests
 
 lint:
-	$(PY) -m ruff check dynseg tools tests train.py test.py
+	$(PY) -m ruff check clustvit tools tests train.py test.py

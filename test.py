@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: ``python test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out DIR]``.
 
 CHECKPOINT may be one of ours (``iter_N.pth``) or an official mmseg ClustViT/ViT checkpoint. Instead of
-CONFIG CHECKPOINT: a zoo name (``python -m dynseg.zoo list``; downloaded once) or a hub-style folder.
+CONFIG CHECKPOINT: a zoo name (``python -m clustvit.zoo list``; downloaded once) or a hub-style folder.
 The official SUIM checkpoints' 9 outputs map onto our 8 classes, scored as the official masks label
 them (SR counts as waterbody) so the mIoU compares with the seed's; ``--our-labels`` scores all 8.
 Prints aAcc, mIoU, mAcc, the per-class IoU/Acc table and the size-stratified recall, and writes
@@ -14,10 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from dynseg.config import ConfigError
-from dynseg.engine.tester import run_test
-from dynseg.loading import no_checkpoint, require_checkpoint
-from dynseg.runtime import tune_malloc
+from clustvit.configs import ConfigError
+from clustvit.engine.tester import run_test
+from clustvit.inference.runtime import tune_malloc
+from clustvit.loading import no_checkpoint, require_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="write predicted label PNGs here")
     p.add_argument("--split", default="test", choices=("val", "test"), help="dataset split (default: test)")
     p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
-    p.add_argument("--no-accel", action="store_true", help="the plain model, without dynseg.accel's kernels")
+    p.add_argument("--no-accel", action="store_true", help="the plain model, without clustvit.accel's kernels")
     p.add_argument("--our-labels", action="store_true",
                    help="official SUIM checkpoints: score our 8 classes as they are (SR scores 0)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (dynseg/runtime.py)
+    tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (clustvit/runtime.py)
     try:
         require_checkpoint(args.config, args.checkpoint)
         if args.work_dir:

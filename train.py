@@ -16,12 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from dynseg.atomic import WriteError
-from dynseg.config import ConfigError, load_config
-from dynseg.engine import distributed
-from dynseg.engine.lock import WorkDirLockedError
-from dynseg.engine.stop import DEFAULT_STOP_SIGNALS, parse_signals
-from dynseg.engine.trainer import NonFiniteLossError, PretrainedUnavailableError, TrainingStopped, train
+from clustvit.atomic import WriteError
+from clustvit.configs import ConfigError, load_config
+from clustvit.engine import distributed
+from clustvit.engine.lock import WorkDirLockedError
+from clustvit.engine.stop import DEFAULT_STOP_SIGNALS, parse_signals
+from clustvit.engine.trainer import NonFiniteLossError, PretrainedUnavailableError, TrainingStopped, train
 
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: "try again later", which a requeued job does with --resume
 EXIT_WRITE = 4

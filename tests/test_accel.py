@@ -1,4 +1,4 @@
-"""dynseg.accel: the optional speed layer over the plain model (kernels, weight casts, the plain fallback)."""
+"""clustvit.accel: the optional speed layer over the plain model (kernels, weight casts, the plain fallback)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from test_models import tiny_cfg
 from torch.utils.flop_counter import FlopCounterMode
 
-from dynseg.accel import accelerate, cast_weights, cpu, describe, plain
-from dynseg.models.build import build_segmentor
-from dynseg.models.vit import Attention
+from clustvit.accel import accelerate, cast_weights, cpu, describe, plain
+from clustvit.models.build import build_segmentor
+from clustvit.models.vit import Attention
 
 REPO = Path(__file__).resolve().parents[1]
 ONEDNN = cpu.onednn_available()
@@ -26,7 +26,7 @@ needs_onednn = pytest.mark.skipif(not ONEDNN, reason="this torch build has no on
 def test_models_use_public_pytorch_only():
     """The model files read no environment, call no private torch API and hold no module-level switch."""
     banned = re.compile(r"os\.environ|getenv|torch\.ops\.|torch\._C|_python_dispatch|^[A-Z_]+ = (True|False)\b", re.M)
-    hits = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in sorted((REPO / "dynseg" / "models").rglob("*.py"))
+    hits = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in sorted((REPO / "clustvit" / "models").rglob("*.py"))
             for m in banned.finditer(p.read_text())]
     assert hits == []
 
@@ -37,8 +37,8 @@ def test_model_runs_and_accelerate_installs_nothing_without_the_private_ops():
     code = """
 import torch
 torch.backends.mkldnn.is_available = lambda: False  # as on a build without oneDNN
-from dynseg.accel import accelerate, describe
-from dynseg.models.build import build_segmentor
+from clustvit.accel import accelerate, describe
+from clustvit.models.build import build_segmentor
 from test_models import tiny_cfg
 torch.manual_seed(0)
 seg = build_segmentor(tiny_cfg()).eval()
@@ -154,7 +154,7 @@ def test_accelerated_packed_attention_is_the_plain_one():
     fast = accelerate(copy.deepcopy(plain_attn), "cpu", kernels=cpu.KINDS)
     cu = torch.tensor([0, 9, 409, 430], dtype=torch.int32)
     x = torch.randn(1, 430, 64)
-    from dynseg.models.vit import Packing
+    from clustvit.models.vit import Packing
 
     with torch.no_grad():
         torch.testing.assert_close(fast(x, Packing(cu, 400)), plain_attn(x, Packing(cu, 400)), rtol=1e-5, atol=1e-5)
@@ -195,10 +195,10 @@ def test_exported_accelerated_attention_holds_only_portable_sdpa():
 
 @needs_onednn
 def test_inference_entry_points_accelerate_by_default_and_not_when_told():
-    import dynseg
+    import clustvit
 
     cfg = str(REPO / "config/demo/segmenter_clustvit-demo_synthetic.py")
-    fast, slow = dynseg.load(cfg), dynseg.load(cfg, accel=False)
+    fast, slow = clustvit.load(cfg), clustvit.load(cfg, accel=False)
     assert describe(fast.model)["onednn_linear"] > 0
     assert describe(slow.model) == {"onednn_linear": 0, "head_by_head_attention": 0}
     rgb = (torch.rand(96, 128, 3) * 255).byte().numpy()
@@ -234,7 +234,7 @@ def test_accelerated_model_is_batch_invariant():
 def test_host_choices_follow_the_cpu(capsys: pytest.CaptureFixture) -> None:
     """Head by head only where ATen runs AVX-512 code; --amp on a CPU without bf16 instructions says, in one
     line, that it runs emulated (and nothing on CUDA or where oneDNN has bf16 kernels)."""
-    from dynseg.accel.dtype import warn_if_emulated
+    from clustvit.accel.dtype import warn_if_emulated
 
     wide = torch.backends.cpu.get_cpu_capability() == "AVX512"
     assert cpu.default_kernels() == (("onednn_linear", "head_by_head_attention") if wide else ("onednn_linear",))
@@ -247,5 +247,5 @@ def test_host_choices_follow_the_cpu(capsys: pytest.CaptureFixture) -> None:
     emulated = not cpu.native_bf16()
     assert warn_if_emulated("cpu") is emulated and warn_if_emulated("cuda") is False
     err = capsys.readouterr().err.splitlines()
-    assert err == ([f"dynseg: warning: this CPU has no bfloat16 instructions ({torch.backends.cpu.get_cpu_capability()}): "
+    assert err == ([f"clustvit: warning: this CPU has no bfloat16 instructions ({torch.backends.cpu.get_cpu_capability()}): "
                     "--amp runs emulated, several times slower than float32 here"] if emulated else [])

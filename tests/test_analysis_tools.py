@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from dynseg.analysis import pca_rgb
-from dynseg.api import build_model, resolve_config
-from dynseg.convert.official import segmentor_from_official
-from dynseg.convert.weights import load_checkpoint
-from dynseg.losses import pseudo_labels
-from dynseg.models.build import build_segmentor
-from dynseg.visualize import TITLE_HEIGHT, distinct_colours
+from clustvit.convert.official import segmentor_from_official
+from clustvit.convert.weights import load_checkpoint
+from clustvit.inference.api import build_model, resolve_config
+from clustvit.models.build import build_segmentor
+from clustvit.models.losses import pseudo_labels
+from clustvit.viz.analysis import pca_rgb
+from clustvit.viz.draw import TITLE_HEIGHT, distinct_colours
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -61,7 +61,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build_segmentor(cfg["model"])
     model.backbone.cluster.fc2.weight.data *= 50  # spread the cluster arg-max so that tokens merge
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"format": "dynseg-v1", "model": model.state_dict(), "config": cfg, "iter": 1}, path)
+    torch.save({"format": "clustvit-v1", "model": model.state_dict(), "config": cfg, "iter": 1}, path)
     return path
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from dynseg import bench
+from clustvit.bench import common as bench
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = tiny_config("schedule = dict(max_iters=1)")

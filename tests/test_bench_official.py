@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from dynseg import bench
-from dynseg.accel import accelerate
-from dynseg.config import load_config
-from dynseg.losses import pseudo_labels
+from clustvit.accel import accelerate
+from clustvit.bench import common as bench
+from clustvit.configs import load_config
+from clustvit.models.losses import pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_VIT = str(ROOT / "config/demo/segmenter_vit-demo_synthetic.py")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from dynseg.config import ConfigError, load_config, parse_overrides, save_config
-from dynseg.data.build import build_pipeline
-from dynseg.models.build import build_segmentor
+from clustvit.configs import PACKAGED, ConfigError, list_configs, load_config, parse_overrides, save_config
+from clustvit.data.build import build_pipeline
+from clustvit.models.build import build_segmentor
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "config").rglob("*.py") if "_base_" not in p.parts)
+CONFIGS = list_configs()
 
 # The official release's names (issue 3); each must exist.
 OFFICIAL = [
@@ -52,7 +52,7 @@ def test_every_official_name_exists() -> None:
     assert len(OFFICIAL) == 35
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "config")))
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(PACKAGED)))
 def test_config_builds(path: Path) -> None:
     cfg = load_config(path)
     # Official schedule facts hold in every paper config (the demo configs are small on purpose).
@@ -111,7 +111,7 @@ def _restated(body: dict, base: dict, path: tuple[str, ...] = ()) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "config")))
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(PACKAGED)))
 def test_leaf_is_a_diff_over_its_bases(tmp_path: Path, path: Path) -> None:
     # The paper's shared values (SGD lr 1e-3, no weight decay, 8 images a batch, class counts, ...) live in
     # config/_base_/: a leaf holds only what makes it different, so no leaf value may repeat an inherited one.

@@ -45,7 +45,7 @@ def leaves() -> list[str]:
 
 
 def resolve(name: str) -> Any:
-    from dynseg.config import load_config
+    from clustvit.configs import load_config
 
     return canonical(load_config(CONFIG_DIR / name))
 
@@ -75,7 +75,7 @@ def test_canonical_text_tells_apart_what_equality_does_not() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
-    from dynseg.atomic import write_text_atomic
+    from clustvit.atomic import write_text_atomic
 
     snapshot = {name: resolve(name) for name in leaves()}
     write_text_atomic(SNAPSHOT, json.dumps(snapshot, sort_keys=True, indent=1) + "\n")

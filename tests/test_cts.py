@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from dynseg.data.synthetic import Synthetic
-from dynseg.models.cts import CTSViT, PolicyNet, convert_policy_state_dict, save_policy
-from dynseg.models.cts.sharing import (
+from clustvit.data.synthetic import Synthetic
+from clustvit.models.cts import CTSViT, PolicyNet, convert_policy_state_dict, save_policy
+from clustvit.models.cts.sharing import (
     gather_patches,
     patchify,
     plan_sharing,
@@ -19,8 +19,8 @@ from dynseg.models.cts.sharing import (
     super_grid,
     unshare_tokens,
 )
-from dynseg.models.cts.train_policy import evaluate_policy, superpatch_labels, train_policy
-from dynseg.models.vit import VisionTransformer
+from clustvit.models.cts.train_policy import evaluate_policy, superpatch_labels, train_policy
+from clustvit.models.vit import VisionTransformer
 
 TINY = dict(img_size=(512, 512), embed_dim=32, depth=2, num_heads=2)
 

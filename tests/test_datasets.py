@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dynseg.data import ADE20K, SUIM, DatasetError, RumexWeeds, Synthetic, build_dataset, collate
-from dynseg.data.prep_rumexweeds import prepare_rumexweeds
-from dynseg.data.prep_suim import convert_suim
+from clustvit.data import ADE20K, SUIM, DatasetError, RumexWeeds, Synthetic, build_dataset, collate
+from clustvit.data.prep_rumexweeds import prepare_rumexweeds
+from clustvit.data.prep_suim import convert_suim
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples"
 ADE_ROOT = SAMPLES / "ADE20K" / "ADEChallengeData2016"

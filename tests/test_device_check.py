@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynseg import device_check as dc
-from dynseg import parity
+from clustvit import parity
+from clustvit.bench import device_check as dc
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-FIXTURES = Path(os.environ.get("DYNSEG_PARITY_FIXTURES", parity.default_folder()))
+FIXTURES = Path(os.environ.get("CLUSTVIT_PARITY_FIXTURES", parity.default_folder()))
 SUIM = SHARED / "data" / "samples" / "SUIM"
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynseg.api import build_model, resolve_config
-from dynseg.export import ExportedSegmentor, to_input, verify
-from dynseg.predict import read_rgb
+from clustvit.deploy.export import ExportedSegmentor, to_input, verify
+from clustvit.inference.api import build_model, resolve_config
+from clustvit.inference.predict import read_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 SUIM = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples" / "SUIM" / "TEST" / "images"
@@ -42,7 +42,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     seg = build_model(cfg, None)
     seg.backbone.cluster.fc2.weight.data *= 30  # decisive cluster arg-maxes: images merge, and differently
     ckpt = tmp / "tiny.pth"
-    torch.save({"format": "dynseg-v1", "model": seg.state_dict(), "config": cfg, "iter": 1}, ckpt)
+    torch.save({"format": "clustvit-v1", "model": seg.state_dict(), "config": cfg, "iter": 1}, ckpt)
     spec = importlib.util.spec_from_file_location("export_onnx", REPO / "tools" / "export_onnx.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
@@ -96,8 +96,8 @@ def test_export_wrapper_matches_predict_logits(exported: tuple[Path, Path]) -> N
 
 def _reference_predictor(ckpt: Path):
     """PyTorch's Predictor on the exported checkpoint, resizing to the graph's fixed size."""
-    from dynseg.api import dataset_meta
-    from dynseg.predictor import Predictor
+    from clustvit.inference.api import dataset_meta
+    from clustvit.inference.predictor import Predictor
 
     cfg = resolve_config(DEMO, TINY)
     classes, palette = dataset_meta(cfg["data"], 6)
@@ -105,9 +105,9 @@ def _reference_predictor(ckpt: Path):
 
 
 def test_exported_graph_runs_without_the_model(exported: tuple[Path, Path]) -> None:
-    """dynseg.deploy (onnxruntime here; OpenVINO runs in its own process below): the config's classes and
+    """clustvit.deploy.runtime (onnxruntime here; OpenVINO runs in its own process below): the config's classes and
     palette come from the file, and the labels at each image's own size are PyTorch's."""
-    from dynseg.deploy import ExportedPredictor
+    from clustvit.deploy.runtime import ExportedPredictor
 
     onnx_path, ckpt = exported
     reference = _reference_predictor(ckpt)
@@ -124,19 +124,19 @@ def test_exported_graph_runs_without_the_model(exported: tuple[Path, Path]) -> N
 
 def test_predict_cli_on_an_exported_graph_with_openvino(exported: tuple[Path, Path], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
-    """`python -m dynseg.predict MODEL.onnx IMAGES --out DIR` on OpenVINO, fp32 and bf16, each in its own
+    """`python -m clustvit.inference.predict MODEL.onnx IMAGES --out DIR` on OpenVINO, fp32 and bf16, each in its own
     process (OpenVINO loaded into a process that later trains with DataLoader workers can crash it): the
     label PNGs are PyTorch's labels. Wrong runtimes and arguments are one line each."""
     from PIL import Image
 
-    from dynseg import predict
+    from clustvit.inference import predict
 
     onnx_path, ckpt = exported
     reference = _reference_predictor(ckpt)
     expected = {image.stem: reference.predict(read_rgb(image)) for image in sorted(SUIM.iterdir())}
     for amp, line in ((False, "(openvino)"), (True, "(openvino, bf16)")):
         out = tmp_path / f"amp{int(amp)}"
-        run = subprocess.run([sys.executable, "-m", "dynseg.predict", str(onnx_path), str(SUIM), "--out", str(out),
+        run = subprocess.run([sys.executable, "-m", "clustvit.inference.predict", str(onnx_path), str(SUIM), "--out", str(out),
                               "--backend", "openvino", "--overlay", *(["--amp"] if amp else [])],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
         assert run.returncode == 0, run.stderr[-2000:]

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from dynseg.config import load_config
-from dynseg.flops import count_flops
-from dynseg.losses import pseudo_labels
-from dynseg.models.build import build_head, build_segmentor
-from dynseg.models.clustvit import ClustViT
+from clustvit.bench.flops import count_flops
+from clustvit.configs import load_config
+from clustvit.models.build import build_head, build_segmentor
+from clustvit.models.clustvit import ClustViT
+from clustvit.models.losses import pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from dynseg.metrics import IoUAccumulator, SizeStratifiedRecall, size_stratified_counts
+from clustvit.engine.metrics import IoUAccumulator, SizeStratifiedRecall, size_stratified_counts
 
 
 def _random_batch(seed: int, n: int, shape=(3, 17, 23)) -> tuple[torch.Tensor, torch.Tensor]:

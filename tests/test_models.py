@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynseg.convert.weights import (
+from clustvit.convert.weights import (
     CheckpointError,
     convert_state_dict,
     load_checkpoint,
@@ -18,12 +18,12 @@ from dynseg.convert.weights import (
     read_checkpoint,
     to_official,
 )
-from dynseg.losses import pseudo_labels
-from dynseg.models import clustvit as cv
-from dynseg.models import vit as v
-from dynseg.models.build import ConfigError, build_segmentor
-from dynseg.models.merging import merge, plan_merge, regenerate, unmerge
-from dynseg.models.segmentor import sliding_windows
+from clustvit.models import clustvit as cv
+from clustvit.models import vit as v
+from clustvit.models.build import ConfigError, build_segmentor
+from clustvit.models.losses import pseudo_labels
+from clustvit.models.merging import merge, plan_merge, regenerate, unmerge
+from clustvit.models.segmentor import sliding_windows
 
 
 def tiny_cfg(backbone: str = "ClustViT", head: str = "SegmenterMaskTransformerHead", **bb) -> dict:
@@ -212,7 +212,7 @@ def test_slide_equals_whole_for_one_window_and_averages_overlaps():
 
 
 def test_slide_stitching_in_class_chunks_equals_stitching_all_classes_at_once():
-    from dynseg.models import segmentor as sm
+    from clustvit.models import segmentor as sm
 
     torch.manual_seed(0)
     cfg = {**tiny_cfg(backbone="VisionTransformer"), "num_classes": 2 * sm._STITCH_CLASSES + 5}  # 3 chunks

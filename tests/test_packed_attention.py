@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from test_models import tiny_cfg
 from torch.overrides import TorchFunctionMode
 
-from dynseg.models import attention as A
-from dynseg.models.build import build_segmentor
-from dynseg.models.merging import plan_merge
+from clustvit.models import attention as A
+from clustvit.models.build import build_segmentor
+from clustvit.models.merging import plan_merge
 
 
 def reference(qkv: torch.Tensor, lengths: list[int], heads: int) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Parity with the official implementation: every fixture file, dispatched on structure, never on name.
 
-Folder: $DYNSEG_PARITY_FIXTURES (default ../shared/fixtures/reference). Missing folder: skip locally,
+Folder: $CLUSTVIT_PARITY_FIXTURES (default ../shared/fixtures/reference). Missing folder: skip locally,
 fail under CI. The comparisons and their tolerances (the fixture README's contract) live in
-``dynseg.parity``, which ``tools/device_check.py`` runs on a GPU too.
+``clustvit.parity``, which ``tools/device_check.py`` runs on a GPU too.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynseg import parity
-from dynseg.convert.official import segmentor_from_official
-from dynseg.convert.weights import load_checkpoint
+from clustvit import parity
+from clustvit.convert.official import segmentor_from_official
+from clustvit.convert.weights import load_checkpoint
 
-FOLDER = Path(os.environ.get("DYNSEG_PARITY_FIXTURES", parity.default_folder()))
+FOLDER = Path(os.environ.get("CLUSTVIT_PARITY_FIXTURES", parity.default_folder()))
 FILES = parity.fixture_files(FOLDER)
 
 
@@ -37,7 +37,7 @@ def test_fixture_folder_present():
 @pytest.mark.parametrize("form", ["plain", "accelerated"])
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_fixture(path: Path, form: str):
-    """Every fixture, on the plain model and on the accelerated one (``dynseg.accel``)."""
+    """Every fixture, on the plain model and on the accelerated one (``clustvit.accel``)."""
     torch.manual_seed(0)
     assert_all_passed(parity.check_file(torch.load(path, weights_only=True), "cpu", form == "accelerated"))
 

@@ -1,4 +1,4 @@
-"""`dynseg.load(...).predict` and `python -m dynseg.predict` on the shared SUIM samples, random and saved weights."""
+"""`clustvit.load(...).predict` and `python -m clustvit.inference.predict` on the shared SUIM samples, random and saved weights."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dynseg.api import load, resolve_config
-from dynseg.models.build import build_segmentor
-from dynseg.predict import main
-from dynseg.visualize import colorize, overlay
+from clustvit.inference.api import load, resolve_config
+from clustvit.inference.predict import main
+from clustvit.models.build import build_segmentor
+from clustvit.viz.draw import colorize, overlay
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -43,7 +43,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(123)
     model = build_segmentor(cfg["model"])
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"format": "dynseg-v1", "model": model.state_dict(), "config": cfg, "iter": 1}, path)
+    torch.save({"format": "clustvit-v1", "model": model.state_dict(), "config": cfg, "iter": 1}, path)
     return path
 
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dynseg.api import load
-from dynseg.data.base import read_image
-from dynseg.data.datasets import ADE20K
-from dynseg.predict import main
-from dynseg.predictor import as_rgb, upsampled_argmax
+from clustvit.data.base import read_image
+from clustvit.data.datasets import ADE20K
+from clustvit.inference.api import load
+from clustvit.inference.predict import main
+from clustvit.inference.predictor import as_rgb, upsampled_argmax
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config" / "demo" / "segmenter_clustvit-demo_synthetic.py"

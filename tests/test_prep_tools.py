@@ -12,9 +12,9 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-from dynseg.data import SUIM
-from dynseg.data.prep_rumexweeds import LABEL_IDS
-from dynseg.data.prep_suim import decode_suim_rgb
+from clustvit.data import SUIM
+from clustvit.data.prep_rumexweeds import LABEL_IDS
+from clustvit.data.prep_suim import decode_suim_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "samples"

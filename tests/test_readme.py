@@ -23,13 +23,13 @@ def test_python_example_runs(index: int, monkeypatch: pytest.MonkeyPatch):
 
 
 DOCS = [README, README.parent / "docs" / "ARCHITECTURE.md"]
-# `dynseg.x.y` names and repository paths (dynseg/..., tools/..., config/..., docs/..., tests/...) in the docs.
+# `clustvit.x.y` names and repository paths (clustvit/..., tools/..., config/..., docs/..., tests/...) in the docs.
 NAME = re.compile(r"\bdynseg(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
-PATH = re.compile(r"\b(?:dynseg|tools|config|docs|tests)/[A-Za-z0-9_./{},*-]*[A-Za-z0-9_}]")
+PATH = re.compile(r"\b(?:clustvit|tools|config|docs|tests)/[A-Za-z0-9_./{},*-]*[A-Za-z0-9_}]")
 
 
 def expand(path: str) -> list[str]:
-    """``dynseg/models/heads/{segmenter,upernet}.py`` -> both paths."""
+    """``clustvit/models/heads/{segmenter,upernet}.py`` -> both paths."""
     m = re.search(r"\{([^}]*)\}", path)
     if not m:
         return [path]
@@ -69,7 +69,7 @@ def test_architecture_table_names_only_what_each_file_defines():
     missing = []
     for row in (README.parent / "docs" / "ARCHITECTURE.md").read_text().splitlines():
         cells = row.split("|")
-        if len(cells) < 3 or not re.fullmatch(r"\s*`(dynseg/[^`]+\.py)`\s*", cells[1]):
+        if len(cells) < 3 or not re.fullmatch(r"\s*`(clustvit/[^`]+\.py)`\s*", cells[1]):
             continue
         source = (README.parent / cells[1].strip(" `")).read_text()
         for ident in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:\([^`]*\))?`", "|".join(cells[2:])):

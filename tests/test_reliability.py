@@ -30,11 +30,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dynseg.config import load_config
-from dynseg.convert.weights import CheckpointError, load_checkpoint
-from dynseg.engine.checkpoint import find_latest, read_training_checkpoint, save_checkpoint
-from dynseg.models.build import build_segmentor
-from dynseg.models.segmentor import Segmentor
+from clustvit.configs import load_config
+from clustvit.convert.weights import CheckpointError, load_checkpoint
+from clustvit.engine.checkpoint import find_latest, read_training_checkpoint, save_checkpoint
+from clustvit.models.build import build_segmentor
+from clustvit.models.segmentor import Segmentor
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/demo/segmenter_clustvit-demo_synthetic.py"
@@ -138,9 +138,9 @@ def test_batch_independence_property(head: str) -> None:
 # ------------------------------------------------------------------------ numerics
 def test_bf16_autocast_agrees_with_fp32_on_demo_model(tmp_path: Path) -> None:
     """The demo ClustViT after 30 iterations (78% pixel accuracy): bf16 and fp32 predict the same pixels."""
-    from dynseg.accel import cast_weights
-    from dynseg.data import build_dataset
-    from dynseg.engine.trainer import train
+    from clustvit.accel import cast_weights
+    from clustvit.data import build_dataset
+    from clustvit.engine.trainer import train
 
     cfg = load_config(DEMO, ["schedule.max_iters=30", "schedule.warmup_iters=0", "schedule.checkpoint_interval=30",
                              "data.batch_size=4", "data.num_workers=0", "data.dataset_kwargs.num_eval_images=16"])
@@ -156,7 +156,7 @@ def test_bf16_autocast_agrees_with_fp32_on_demo_model(tmp_path: Path) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = model(images)
             pred16 = model.predict(images)
-            # test.py --amp also stores the matmul weights in bf16 once (dynseg.accel.cast_weights): the same numbers.
+            # test.py --amp also stores the matmul weights in bf16 once (clustvit.accel.cast_weights): the same numbers.
             pred_cast = cast_weights(copy.deepcopy(model), torch.bfloat16).predict(images)
     assert bf16.logits.dtype == torch.bfloat16  # autocast really ran in bf16
     assert torch.equal(pred_cast, pred16)
@@ -302,7 +302,7 @@ def test_cli_processes_fail_cleanly(bad_inputs) -> None:
 # ------------------------------------------------------------------------ checkpoints in-process
 def test_no_unsafe_deserialisation_anywhere() -> None:
     """Every torch.load / hub download in the package, tools and CLIs passes weights_only=True; no pickle."""
-    files = [*REPO.joinpath("dynseg").rglob("*.py"), *REPO.joinpath("tools").rglob("*.py"),
+    files = [*REPO.joinpath("clustvit").rglob("*.py"), *REPO.joinpath("tools").rglob("*.py"),
              REPO / "train.py", REPO / "test.py"]
     calls, bad = 0, []
     for path in files:
@@ -348,7 +348,7 @@ def test_checkpoint_formats_and_errors_name_the_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ crash safety
 _KILLED_WRITER = """
 import os, sys, time, torch
-from dynseg.engine.checkpoint import save_checkpoint
+from clustvit.engine.checkpoint import save_checkpoint
 work, ready = sys.argv[1], sys.argv[2]
 state = {"config": {}, "optimizer": {}}
 save_checkpoint({**state, "model": {"w": torch.full((4,), 1.0)}, "iter": 1}, work)
@@ -393,13 +393,13 @@ def test_resume_skips_damaged_checkpoints(tmp_path: Path) -> None:
         path, ckpt = find_latest(tmp_path)
     assert path.name == "iter_2.pth" and ckpt["iter"] == 2 and torch.equal(ckpt["model"]["w"], torch.full((3,), 2.0))
     assert ["iter_4.pth" in str(w.message) for w in warned] == [True, False]
-    assert "iter_3.pth: not a dynseg training checkpoint" in str(warned[1].message)
+    assert "iter_3.pth: not a clustvit training checkpoint" in str(warned[1].message)
     assert not (tmp_path / ".iter_5.pth.123.tmp").exists()
     assert read_training_checkpoint(tmp_path / "iter_1.pth")["iter"] == 1
 
 
 def test_resume_with_another_architecture_lists_the_keys(tmp_path: Path, tiny: Path) -> None:
-    from dynseg.engine.trainer import train
+    from clustvit.engine.trainer import train
 
     opts = ["schedule.max_iters=2", "schedule.checkpoint_interval=1"]
     train(load_config(tiny, opts), tmp_path, tensorboard=False)
@@ -415,7 +415,7 @@ def test_resume_with_another_architecture_lists_the_keys(tmp_path: Path, tiny: P
 
 def test_resume_past_unreadable_checkpoints_keeps_the_new_ones(tmp_path: Path, tiny: Path) -> None:
     """Unreadable iter_22..24 (disk damage): --resume starts over, and pruning must not count them as newest."""
-    from dynseg.engine.trainer import train
+    from clustvit.engine.trainer import train
 
     for n in (22, 23, 24):
         (tmp_path / f"iter_{n}.pth").write_text("junk")
@@ -431,14 +431,14 @@ def test_resume_past_unreadable_checkpoints_keeps_the_new_ones(tmp_path: Path, t
     assert path.name == "iter_4.pth"
 
 
-@pytest.mark.skipif(not os.environ.get("DYNSEG_KILLS"), reason="opt-in stress run: DYNSEG_KILLS=N (about 4 s per kill)")
+@pytest.mark.skipif(not os.environ.get("CLUSTVIT_KILLS"), reason="opt-in stress run: CLUSTVIT_KILLS=N (about 4 s per kill)")
 def test_repeated_sigkill_stress(tmp_path: Path, tiny: Path) -> None:
     """N SIGKILLs at random moments of one run, resumed each time: same weights and log as no kill at all."""
     import random
 
-    from dynseg.engine.trainer import train
+    from clustvit.engine.trainer import train
 
-    kills, rng = int(os.environ["DYNSEG_KILLS"]), random.Random(int(os.environ.get("DYNSEG_KILL_SEED", "0")))
+    kills, rng = int(os.environ["CLUSTVIT_KILLS"]), random.Random(int(os.environ.get("CLUSTVIT_KILL_SEED", "0")))
     last = 40 + 12 * kills  # each kill costs about 1 + 0.15 s / 50 ms = 4 iterations of progress: enough left
     opts = [f"schedule.max_iters={last}", "schedule.checkpoint_interval=1", "schedule.log_interval=1"]
     train(load_config(tiny, opts), tmp_path / "ref", tensorboard=False)
@@ -495,7 +495,7 @@ def test_efficiency_tools_fail_in_one_line(tmp_path: Path):
 
 
 def test_atomic_path_replaces_whole_or_leaves_old_file(tmp_path: Path) -> None:
-    from dynseg.atomic import atomic_path, write_text_atomic
+    from clustvit.atomic import atomic_path, write_text_atomic
 
     target = tmp_path / "sub" / "out.bin"
     with atomic_path(target) as tmp:

@@ -1,4 +1,4 @@
-"""dynseg.runtime.tune_malloc: a ViT forward stops page-faulting fresh memory on every pass."""
+"""clustvit.inference.runtime.tune_malloc: a ViT forward stops page-faulting fresh memory on every pass."""
 
 import os
 import subprocess
@@ -10,8 +10,8 @@ import pytest
 SCRIPT = textwrap.dedent(
     """
     import resource, torch
-    from dynseg.runtime import tune_malloc
-    from dynseg.models.vit import VisionTransformer
+    from clustvit.inference.runtime import tune_malloc
+    from clustvit.models.vit import VisionTransformer
     print(tune_malloc())
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -29,9 +29,9 @@ SCRIPT = textwrap.dedent(
 
 
 def _faults_per_forward(tuned: bool) -> tuple[str, int]:
-    env = {k: v for k, v in os.environ.items() if k != "DYNSEG_NO_MALLOC_TUNING"}
+    env = {k: v for k, v in os.environ.items() if k != "CLUSTVIT_NO_MALLOC_TUNING"}
     if not tuned:
-        env["DYNSEG_NO_MALLOC_TUNING"] = "1"
+        env["CLUSTVIT_NO_MALLOC_TUNING"] = "1"
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
     applied, faults = out.stdout.split()
     return applied, int(faults)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from dynseg import bench
-from dynseg.accel import cpu
-from dynseg.config import load_config
-from dynseg.data.prep_suim import convert_suim
-from dynseg.losses import pseudo_labels
+from clustvit.accel import cpu
+from clustvit.bench import common as bench
+from clustvit.configs import load_config
+from clustvit.data.prep_suim import convert_suim
+from clustvit.models.losses import pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -117,7 +117,7 @@ def test_benchmark_line_and_batching(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_benchmark_plain_a_leaves_out_only_a_s_kernels() -> None:
     """A/B of the accelerated model against itself without one kernel, or all: two models, no switch."""
-    from dynseg.accel import cpu
+    from clustvit.accel import cpu
 
     tool = _tool("benchmark")
     res = tool.main([DEMO_CLUST, DEMO_CLUST, "--split", "test", "--limit", "2", "--repeats", "1", "--plain-a", "all"])

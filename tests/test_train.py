@@ -21,8 +21,8 @@ import pytest
 import torch
 from conftest import cli_module, tiny_config
 
-from dynseg.config import load_config
-from dynseg.engine.trainer import NonFiniteLossError, train
+from clustvit.configs import load_config
+from clustvit.engine.trainer import NonFiniteLossError, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -84,7 +84,7 @@ def test_instant_suim_samples(tmp_path: Path, tiny: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{SUIM_SAMPLES} missing")
         pytest.skip(f"{SUIM_SAMPLES} missing")
-    from dynseg.data.prep_suim import convert_suim
+    from clustvit.data.prep_suim import convert_suim
 
     root = tmp_path / "suim"
     for split in ("train_val", "TEST"):  # the 5 shared test images serve as both splits
@@ -188,7 +188,7 @@ def test_amp_bf16_and_pretrained_fallback(tmp_path: Path, tiny: Path, capsys: py
     assert "WARNING: model.pretrained: cannot load" in capsys.readouterr().err  # warned, trained anyway
     rows = _losses(tmp_path / "amp")
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
-    from dynseg.engine.trainer import PretrainedUnavailableError
+    from clustvit.engine.trainer import PretrainedUnavailableError
 
     with pytest.raises(PretrainedUnavailableError, match="absent_vit.pth"):
         train(load_config(tiny, [f"model.pretrained='{missing}'", "runtime.require_pretrained=True"]),

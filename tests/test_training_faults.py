@@ -22,12 +22,12 @@ import pytest
 import torch
 from conftest import cli_module, tiny_config
 
-from dynseg.atomic import WriteError
-from dynseg.config import load_config
-from dynseg.engine.checkpoint import read_training_checkpoint, save_checkpoint
-from dynseg.engine.lock import WorkDirLock, WorkDirLockedError
-from dynseg.engine.logging import RunLogger
-from dynseg.engine.trainer import train
+from clustvit.atomic import WriteError
+from clustvit.configs import load_config
+from clustvit.engine.checkpoint import read_training_checkpoint, save_checkpoint
+from clustvit.engine.lock import WorkDirLock, WorkDirLockedError
+from clustvit.engine.logging import RunLogger
+from clustvit.engine.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -201,7 +201,7 @@ def test_torchrun_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(
 
 _HOLDER = """
 import os, sys, time
-from dynseg.engine.lock import WorkDirLock
+from clustvit.engine.lock import WorkDirLock
 lock = WorkDirLock(sys.argv[1]).acquire()
 ready_r, ready_w = os.pipe()
 if os.fork() == 0:  # a child of the run, as a DataLoader worker is

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynseg.data.transforms import (
+from clustvit.data.transforms import (
     TestPipeline,
     TrainPipeline,
     pad_to,

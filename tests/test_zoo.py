@@ -22,17 +22,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import dynseg
-from dynseg import loading
-from dynseg.config import load_config
-from dynseg.convert.official import backbone_cfg, head_cfg
-from dynseg.zoo import ZOO, ZooEntry, ZooError, cache_path, fetch, is_cached
-from dynseg.zoo.classmap import CLASS_MAPS, ClassMapped, map_logits, official_targets
-from dynseg.zoo.paper import TABLES, row_id
+import clustvit
+from clustvit import loading
+from clustvit.configs import load_config
+from clustvit.convert.official import backbone_cfg, head_cfg
+from clustvit.zoo import ZOO, ZooEntry, ZooError, cache_path, fetch, is_cached
+from clustvit.zoo.classmap import CLASS_MAPS, ClassMapped, map_logits, official_targets
+from clustvit.zoo.paper import TABLES, row_id
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-FIXTURE = Path(os.environ.get("DYNSEG_PARITY_FIXTURES", SHARED / "fixtures" / "reference")) / "segmenter_clustvit_mini.pt"
+FIXTURE = Path(os.environ.get("CLUSTVIT_PARITY_FIXTURES", SHARED / "fixtures" / "reference")) / "segmenter_clustvit_mini.pt"
 ADE = SHARED / "data" / "samples" / "ADE20K"
 LOGITS = dict(atol=5e-5, rtol=1e-4)  # the fixture README's head-logit tolerance
 
@@ -123,7 +123,7 @@ def test_framework_metadata_loads_inert_and_code_stays_refused(fixture: dict, tm
     placeholders, the weights beside them load; a global from any other package is still refused."""
     import types
 
-    from dynseg.convert.weights import CheckpointError, read_checkpoint
+    from clustvit.convert.weights import CheckpointError, read_checkpoint
 
     module = types.ModuleType("mmengine.logging.history_buffer")
 
@@ -180,7 +180,7 @@ def test_download_cache_load_predict_then_cache_only(fixture: dict, server: Serv
     assert _tool("split_weights").main([entry.name, "--out-dir", str(tmp_path / "parts")]) == 0  # a name too
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["backbone.safetensors", "decode_head.safetensors"]
     assert server.requests == {"/files/101": 1}
-    from dynseg.zoo.__main__ import main as zoo_main
+    from clustvit.zoo.__main__ import main as zoo_main
 
     capsys.readouterr()
     assert zoo_main(["list", "--json"]) == 0
@@ -218,7 +218,7 @@ def test_offline_fails_in_one_line_with_url_and_cache_path(fixture: dict, server
     entry = fixture_entry(fixture, tmp_path, url)
     monkeypatch.setitem(ZOO, entry.name, entry)
     with pytest.raises(ZooError) as err:
-        dynseg.load(entry.name)
+        clustvit.load(entry.name)
     msg = str(err.value)
     assert "\n" not in msg and url in msg and str(cache_path(entry)) in msg
     # A file that is not a checkpoint (an HTML error page, say) is refused too, and not cached.
@@ -305,27 +305,27 @@ def test_hub_folder_round_trip_and_export(fixture: dict, server: Server, hub_dir
     server.files["/files/105"] = official_bytes(fixture, tmp_path)
     entry = fixture_entry(fixture, tmp_path, server.url("/files/105"))
     monkeypatch.setitem(ZOO, entry.name, entry)
-    from dynseg.zoo.__main__ import main as zoo_main
+    from clustvit.zoo.__main__ import main as zoo_main
 
     assert zoo_main(["export", entry.name, str(tmp_path / "hub_mini")]) == 0
     folder = tmp_path / "hub_mini"
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     saved = json.loads((folder / "config.json").read_text())
-    assert saved["dynseg"] == {"format": "dynseg-hub-v1", "class_map": None, "source": entry.name}
+    assert saved["clustvit"] == {"format": "clustvit-hub-v1", "class_map": None, "source": entry.name}
     assert saved["model"]["backbone"]["embed_dim"] == 64 and "12.34 mIoU" in (folder / "README.md").read_text()
     original, _ = loading.load_model(entry.name)
     back, _ = loading.load_model(folder)
     rgb = fixture["inputs"] * 127.5 + 127.5
     with torch.no_grad():
         torch.testing.assert_close(back.predict_logits(rgb), original.predict_logits(rgb), rtol=0, atol=0)
-    predictor = dynseg.load(str(folder))  # the one-line API reads the folder too
+    predictor = clustvit.load(str(folder))  # the one-line API reads the folder too
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     assert predictor.predict(image).shape == (96, 128)
     # A class-mapped model keeps its map through the folder.
     cfg = load_config(REPO / "config/demo/segmenter_vit-demo_synthetic.py",
                       ["model.num_classes=9", "model.backbone.depth=2", "model.backbone.out_indices=[1]"])
     mapped = ClassMapped(loading.build_model(cfg, None), CLASS_MAPS["suim9"])
-    dynseg.save_pretrained(mapped, tmp_path / "mapped")
+    clustvit.save_pretrained(mapped, tmp_path / "mapped")
     again, _ = loading.load_model(tmp_path / "mapped", map_classes=True)
     assert isinstance(again, ClassMapped) and again.num_classes == 8 and again.model.num_classes == 9
 
@@ -356,10 +356,10 @@ def test_reproduce_tables_prints_every_column(tmp_path: Path, capsys: pytest.Cap
         configs[kind] = path
     # Our own checkpoints: one through --checkpoint, one in a train.py work dir.
     vit, _ = loading.load_model(configs["VisionTransformer"], None)
-    torch.save({"format": "dynseg-v1", "model": vit.state_dict()}, tmp_path / "vit.pth")
+    torch.save({"format": "clustvit-v1", "model": vit.state_dict()}, tmp_path / "vit.pth")
     clust, _ = loading.load_model(configs["ClustViT"], None, seed=1)
     (tmp_path / "runs" / "tiny_ClustViT").mkdir(parents=True)
-    torch.save({"format": "dynseg-v1", "model": clust.state_dict()}, tmp_path / "runs" / "tiny_ClustViT" / "iter_10.pth")
+    torch.save({"format": "clustvit-v1", "model": clust.state_dict()}, tmp_path / "runs" / "tiny_ClustViT" / "iter_10.pth")
     rows = [dict(head="Segmenter", backbone="ViT-tiny", config=str(configs["VisionTransformer"]), zoo=None,
                  miou=40.0, img_s=30.0, gflops=10.0, gflops_std=1.0),
             dict(head="Segmenter", backbone="ClustViT-tiny k3,ip1", config=str(configs["ClustViT"]), zoo=None,
@@ -398,7 +398,7 @@ def suim_samples(tmp_path: Path, num: int = 2) -> Path:
     have no SR (sea-floor) pixels, so the first mask's top-left 64x64 corner is made SR."""
     import shutil
 
-    from dynseg.data.prep_suim import convert_suim
+    from clustvit.data.prep_suim import convert_suim
 
     src = SHARED / "data" / "samples" / "SUIM" / "TEST"
     need(src)
@@ -423,8 +423,8 @@ def test_official_suim_checkpoint_through_test_py_and_the_tools(server: Server, 
     """A 9-output official-format SUIM checkpoint, by zoo name: test.py scores our 8 classes through the map
     (predictions = the map applied to the raw outputs; SR, which the head cannot predict, scored as BW or,
     with --our-labels, as itself), and get_fps / get_flops take the name too."""
-    from dynseg.convert.weights import to_official
-    from dynseg.data import build_dataset
+    from clustvit.convert.weights import to_official
+    from clustvit.data import build_dataset
 
     root = suim_samples(tmp_path)
     config = tmp_path / "tiny_suim.py"
@@ -493,7 +493,7 @@ def test_a_cts_checkpoint_needs_no_policy_weights_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="policy_weights"):
         loading.load_model(config, None)  # random weights: the policy file is needed, and missing
     trained, _ = loading.load_model(config, None, ["model.backbone.policy_weights=None"], seed=2)
-    torch.save({"format": "dynseg-v1", "model": trained.state_dict()}, tmp_path / "cts.pth")
+    torch.save({"format": "clustvit-v1", "model": trained.state_dict()}, tmp_path / "cts.pth")
     loaded, _ = loading.load_model(config, tmp_path / "cts.pth")
     images = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():

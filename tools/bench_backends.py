@@ -11,14 +11,14 @@ gain over plain eager float32, and the share of pixels whose arg-max agrees with
 The backends run one after the other (each fully, then freed), not interleaved.
 
 Backends (``--backends``; default all):
-  eager, eager_bf16         the plain model (``dynseg/models/`` only), float32 / bf16 autocast;
+  eager, eager_bf16         the plain model (``clustvit/models/`` only), float32 / bf16 autocast;
   compile, compile_freeze   ``torch.compile`` (inductor) of the segmentor, float32; ``compile_freeze``
                             also sets ``torch._inductor.config.freezing`` (weights folded as constants);
   compile_freeze_bf16       the same under bf16 autocast;
   ort                       onnxruntime (CPU provider, all graph optimisations) on the exported graph, float32;
   ov, ov_bf16               OpenVINO on the same graph, ``INFERENCE_PRECISION_HINT`` f32 / bf16;
-  ours, ours_bf16           ``dynseg.accel.accelerate(model, "cpu", dtype)``: what the inference CLIs run.
-The exported graph is ``dynseg.export``'s, fixed at batch 1 and the image size of the first input
+  ours, ours_bf16           ``clustvit.accel.accelerate(model, "cpu", dtype)``: what the inference CLIs run.
+The exported graph is ``clustvit.deploy.export``'s, fixed at batch 1 and the image size of the first input
 (every input must have that size). With ``--oracle-clusters`` a ClustViT graph is exported with the
 cluster ids as a second input instead of the Cluster module's arg-max, so every backend merges the
 same tokens; the merge itself (data-dependent lengths) stays in the graph. onnxruntime's CPU provider
@@ -45,11 +45,11 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dynseg import bench  # noqa: E402
-from dynseg.accel import accelerate  # noqa: E402
-from dynseg.atomic import write_json_atomic  # noqa: E402
-from dynseg.export import ExportedSegmentor, check_export_supported  # noqa: E402
-from dynseg.runtime import tune_malloc  # noqa: E402
+from clustvit.accel import accelerate  # noqa: E402
+from clustvit.atomic import write_json_atomic  # noqa: E402
+from clustvit.bench import common as bench  # noqa: E402
+from clustvit.deploy.export import ExportedSegmentor, check_export_supported  # noqa: E402
+from clustvit.inference.runtime import tune_malloc  # noqa: E402
 
 DEFAULT_CONFIGS = [
     "config/vit/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py",
@@ -84,7 +84,7 @@ class OracleGraph(nn.Module):
 
 
 def export_graph(seg: nn.Module, path: Path, shape: Sequence[int], with_ids: bool) -> Path:
-    """Write the batch-1 ONNX graph at ``shape`` (H, W): dynseg.export's, or with cluster ids as an input."""
+    """Write the batch-1 ONNX graph at ``shape`` (H, W): clustvit.deploy.export's, or with cluster ids as an input."""
     check_export_supported()
     H, W = shape
     example = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(0)) * 255
@@ -315,6 +315,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from dynseg.cli import run
+    from clustvit.cli import run
 
     run(main)

@@ -5,8 +5,8 @@
 
 Rows: the four linear shapes of a block (qkv, proj, fc1, fc2) through PyTorch's default float32 path
 (``F.linear``: the BLAS, MKL in the PyPI wheels), through oneDNN's inner product (what
-``dynseg.accel.cpu.OneDNNLinear`` runs) and in bfloat16; then fused attention (SDPA) in float32 and
-bfloat16, attention head by head (``dynseg.accel.cpu.per_head_attention``, what accelerated inference
+``clustvit.accel.cpu.OneDNNLinear`` runs) and in bfloat16; then fused attention (SDPA) in float32 and
+bfloat16, attention head by head (``clustvit.accel.cpu.per_head_attention``, what accelerated inference
 runs in ``PER_HEAD_RANGE``), and the explicit float32 form (q k^T, softmax, @ v: what the official
 implementation runs). 1025 tokens is a full 512² ViT sequence, 222 a typical merged ClustViT one.
 Each cell is the median of ``--repeats`` calls; docs/BENCHMARKS.md shows a run.
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg.accel import cpu as fast  # noqa: E402
-from dynseg.atomic import write_json_atomic  # noqa: E402
-from dynseg.cli import run  # noqa: E402
+from clustvit.accel import cpu as fast  # noqa: E402
+from clustvit.atomic import write_json_atomic  # noqa: E402
+from clustvit.cli import run  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +54,7 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 def linear_kernels(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
     """The ways to run ``x @ w.T + b``: PyTorch's default float32 path (the BLAS), oneDNN's inner product
-    in float32 (``dynseg.accel.cpu.OneDNNLinear``, where this build has it), and bfloat16 ``F.linear``."""
+    in float32 (``clustvit.accel.cpu.OneDNNLinear``, where this build has it), and bfloat16 ``F.linear``."""
     kernels: dict[str, Callable[[], torch.Tensor]] = {"float32 F.linear": lambda: F.linear(x, w, b)}
     if fast.onednn_available():
         kernels["float32 oneDNN"] = lambda: fast.onednn_linear(x, w, b)

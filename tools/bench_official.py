@@ -11,9 +11,9 @@ written as an official-format checkpoint (``to_official``), and ``tools/official
 under PY: it imports the official package from DIR, builds the official config with our class count,
 and loads that checkpoint strictly. Both then time the same inputs (after our config's test pipeline),
 alternating passes in the same order flip as ``tools/benchmark.py``, after one warm-up pass each; ours
-runs in this process as every inference CLI runs it (``dynseg.accel.accelerate``, float32), the official
+runs in this process as every inference CLI runs it (``clustvit.accel.accelerate``, float32), the official
 model through its own ``inference``. Both get ``--threads`` and our glibc malloc settings
-(``dynseg.runtime``; the worker through glibc's equivalent ``MALLOC_*_`` variables). With
+(``clustvit.inference.runtime``; the worker through glibc's equivalent ``MALLOC_*_`` variables). With
 ``--oracle-clusters`` the official Cluster module's arg-max is replaced by the cluster ids our model
 used (``official_worker.OracleClusterer``); the agreement column (share of pixels where both predict
 the same label) shows both sides ran the same computation.
@@ -40,10 +40,11 @@ from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dynseg import bench, runtime  # noqa: E402
-from dynseg.accel import accelerate  # noqa: E402
-from dynseg.atomic import write_json_atomic  # noqa: E402
-from dynseg.convert.weights import to_official  # noqa: E402
+from clustvit.accel import accelerate  # noqa: E402
+from clustvit.atomic import write_json_atomic  # noqa: E402
+from clustvit.bench import common as bench  # noqa: E402
+from clustvit.convert.weights import to_official  # noqa: E402
+from clustvit.inference import runtime  # noqa: E402
 
 WORKER = ROOT / "tools" / "official_worker.py"
 # Ours -> the official config of the same model (relative to the official checkout).
@@ -130,7 +131,7 @@ class OfficialProcess:
 
 
 def malloc_env() -> dict[str, str]:
-    """glibc's environment form of :func:`dynseg.runtime.tune_malloc` (empty where it would not apply)."""
+    """glibc's environment form of :func:`clustvit.inference.runtime.tune_malloc` (empty where it would not apply)."""
     if not runtime.tune_malloc():  # also applies it here, for our side
         return {}
     return {"MALLOC_MMAP_THRESHOLD_": str(runtime.MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(runtime.TRIM_THRESHOLD),
@@ -280,6 +281,6 @@ def main(argv: list[str] | None = None, worker_command: Sequence[str] | None = N
 
 
 if __name__ == "__main__":
-    from dynseg.cli import run
+    from clustvit.cli import run
 
     run(main)

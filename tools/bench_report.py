@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg.atomic import write_text_atomic  # noqa: E402
-from dynseg.cli import run  # noqa: E402
+from clustvit.atomic import write_text_atomic  # noqa: E402
+from clustvit.cli import run  # noqa: E402
 
 
 def _runs(root: Path, filename: str) -> list[tuple[str, object]]:

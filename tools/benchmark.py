@@ -10,7 +10,7 @@ interleaved (the order flips every repeat so drift hits both alike), after one u
 The line before the last also gives the median of the per-repeat ratios (A and B timed back to back),
 which is steadier on a host whose speed drifts.
 ``--amp-b`` runs only B in bf16: with the same config twice it measures the bf16 gain and the agreement
-of the two models' predictions. Both models run accelerated (``dynseg.accel.accelerate``, as every
+of the two models' predictions. Both models run accelerated (``clustvit.accel.accelerate``, as every
 inference tool does); ``--plain-a`` leaves out A's kernels (``all``, or one of them: ``onednn_linear``,
 ``head_by_head_attention``): with the same config twice it measures what they buy, in one run.
 Against the official implementation itself, use ``tools/bench_official.py``.
@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg import bench  # noqa: E402
-from dynseg.accel import accelerate, describe, plain  # noqa: E402
-from dynseg.atomic import write_json_atomic  # noqa: E402
-from dynseg.runtime import tune_malloc  # noqa: E402
+from clustvit.accel import accelerate, describe, plain  # noqa: E402
+from clustvit.atomic import write_json_atomic  # noqa: E402
+from clustvit.bench import common as bench  # noqa: E402
+from clustvit.inference.runtime import tune_malloc  # noqa: E402
 
-PIECES = tuple(describe(torch.nn.Module()))  # the kernels dynseg.accel installs
+PIECES = tuple(describe(torch.nn.Module()))  # the kernels clustvit.accel installs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amp-b", action="store_true", help="bf16 autocast for B only")
     p.add_argument("--plain-a", choices=("all", *PIECES), default=None,
                    help="leave out A's accelerated kernels (all, or one): with the same config twice, "
-                        "measures what dynseg.accel buys on this host")
+                        "measures what clustvit.accel buys on this host")
     p.add_argument("--repeats", type=int, default=7, help="timed passes per model (default 7)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--work-dir", help="if given, benchmark.json is written there")
@@ -143,6 +143,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from dynseg.cli import run
+    from clustvit.cli import run
 
     run(main)

@@ -15,16 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.analysis import analyse, cluster_panel, format_summary, load_inputs, summarize  # noqa: E402
-from dynseg.api import dataset_meta  # noqa: E402
-from dynseg.atomic import write_json_atomic  # noqa: E402
-from dynseg.loading import load_model, require_checkpoint  # noqa: E402
-from dynseg.visualize import save_png  # noqa: E402
+from clustvit.atomic import write_json_atomic  # noqa: E402
+from clustvit.inference.api import dataset_meta  # noqa: E402
+from clustvit.loading import load_model, require_checkpoint  # noqa: E402
+from clustvit.viz.analysis import analyse, cluster_panel, format_summary, load_inputs, summarize  # noqa: E402
+from clustvit.viz.draw import save_png  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    parser.add_argument("config", help="config file, zoo name (python -m clustvit.zoo list) or hub folder")
     parser.add_argument("checkpoint", nargs="?", help="checkpoint (ours or official), or 'none' for random "
                         "weights (optional after a zoo name / hub folder)")
     parser.add_argument("--data-root", help="dataset root (default: the config's data.root); masks give targets and purity")

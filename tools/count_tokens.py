@@ -22,13 +22,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg import bench, loading  # noqa: E402
-from dynseg.atomic import atomic_path  # noqa: E402
+from clustvit import loading  # noqa: E402
+from clustvit.atomic import atomic_path  # noqa: E402
+from clustvit.bench import common as bench  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    p.add_argument("config", help="config file, zoo name (python -m clustvit.zoo list) or hub folder")
     p.add_argument("checkpoint", nargs="?",
                    help="checkpoint path, or 'none' for random weights (optional after a zoo name / hub folder)")
     p.add_argument("--compare", action="append", default=[], metavar="CONFIG[:CHECKPOINT]",
@@ -82,6 +83,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from dynseg.cli import run
+    from clustvit.cli import run
 
     run(main)

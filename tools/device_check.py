@@ -3,14 +3,14 @@
     python tools/device_check.py --device cuda --out DIR [--fixtures DIR] [--data-root DIR] [--smoke]
 
 In order, each section wrapped so that a failure is recorded and the rest still runs:
-  1. every parity fixture (``dynseg.parity``, accelerated float32, TF32 off) and batch invariance
+  1. every parity fixture (``clustvit.parity``, accelerated float32, TF32 off) and batch invariance
      (SUIM samples, and a tiny model on edge batches): max errors;
   2. host synchronisations per forward (CUDA: ``torch.cuda.set_sync_debug_mode``);
   3. Segmenter ViT-b against ClustViT-b k3/ip3 and k4/ip4 on the SUIM samples at 512², oracle clusters:
      img/s at each batch size, fp32 eager and bf16 eager, FLOP ratio and efficiency (speed-up / FLOP ratio);
   4. a training step (bf16 autocast, SGD) of each, random weights;
   5. a few fp16 steps with GradScaler and a few DDP steps (world size 1; NCCL on CUDA, gloo on CPU);
-  6. bf16 compiled inference (``dynseg.accel.accelerate(..., compile=True)``), last because compiling
+  6. bf16 compiled inference (``clustvit.accel.accelerate(..., compile=True)``), last because compiling
      takes the longest; no new model is compiled after ``--budget-s`` seconds.
 DIR/device_check.json (``device``, ``torch``, ``correctness``, ``timings``, ...) and DIR/device_check.md are
 rewritten after every section. Exit code 1 if a correctness check failed, 2 if only a section crashed.
@@ -38,10 +38,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dynseg import bench, parity  # noqa: E402
-from dynseg import device_check as dc  # noqa: E402
-from dynseg.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from dynseg.device_report import add_ratios, goals, markdown  # noqa: E402
+from clustvit import parity  # noqa: E402
+from clustvit.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from clustvit.bench import common as bench  # noqa: E402
+from clustvit.bench import device_check as dc  # noqa: E402
+from clustvit.bench.device_report import add_ratios, goals, markdown  # noqa: E402
 
 MODELS = {  # the ViT baseline first: every ratio is against it
     "ViT-b": "config/vit/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py",
@@ -174,7 +175,7 @@ def describe_torch() -> dict[str, Any]:
 
 def suim_root(src: Path, work: Path) -> Path:
     """``src`` if its test split has label PNGs, else a copy of its raw samples converted in ``work``."""
-    from dynseg.data.prep_suim import convert_suim
+    from clustvit.data.prep_suim import convert_suim
 
     if any((src / d / "masks_label").is_dir() for d in ("TEST", "test")):
         return src

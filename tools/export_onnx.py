@@ -6,7 +6,7 @@ Inputs: ``image`` (1, 3, H, W) float RGB 0..255. Outputs: ``logits`` (1, n_cls, 
 (the sequence length after merging; it varies per image) and, for ClustViT, ``cluster_ids`` (1, N).
 ``--verify`` runs onnxruntime on real images and prints the max abs logit difference to PyTorch and
 the share of pixels whose arg-max agrees. The file carries the class names and palette; run it with
-``python -m dynseg.predict model.onnx IMAGES --out DIR`` (onnxruntime or OpenVINO, ``dynseg.deploy``).
+``python -m clustvit.inference.predict model.onnx IMAGES --out DIR`` (onnxruntime or OpenVINO, ``clustvit.deploy.runtime``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.api import dataset_meta  # noqa: E402
-from dynseg.export import default_shape, export_onnx, metadata, verify  # noqa: E402
-from dynseg.loading import load_model  # noqa: E402
+from clustvit.deploy.export import default_shape, export_onnx, metadata, verify  # noqa: E402
+from clustvit.inference.api import dataset_meta  # noqa: E402
+from clustvit.loading import load_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    parser.add_argument("config", help="config file, zoo name (python -m clustvit.zoo list) or hub folder")
     parser.add_argument("checkpoint", nargs="?", default=None,
                         help="checkpoint (ours or official); default: a zoo name's / hub folder's own, else random")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         path = export_onnx(seg, args.out, shape, meta=metadata(classes, palette, source))
         print(f"exported {path} (input 1x3x{shape[0]}x{shape[1]}) in {time.perf_counter() - t0:.1f} s")
         if args.verify:
-            from dynseg.predict import collect_images, read_rgb
+            from clustvit.inference.predict import collect_images, read_rgb
 
             files = collect_images(args.verify)
             results = verify(path, seg, [read_rgb(f) for f in files], shape)

@@ -5,7 +5,7 @@
 
 With ``--shape`` (no data): one synthetic input. Over a dataset: every image alone (batch 1; a
 sliding-window image counts all its windows), mean ± std, a per-image JSON and a histogram.
-The last line printed is ``GFLOPs: <mean> ± <std>``. How FLOPs are counted: ``dynseg/flops.py``.
+The last line printed is ``GFLOPs: <mean> ± <std>``. How FLOPs are counted: ``clustvit/flops.py``.
 
 SUIM: the paper's 252.33 GFLOPs (Segmenter ViT-B, 512²) is for the official head with 9 output classes;
 our SUIM configs have the real 8 classes, which costs 0.04 GFLOPs less (252.28). Add
@@ -24,13 +24,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg import bench  # noqa: E402
-from dynseg.atomic import write_json_atomic  # noqa: E402
+from clustvit.atomic import write_json_atomic  # noqa: E402
+from clustvit.bench import common as bench  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    p.add_argument("config", help="config file, zoo name (python -m clustvit.zoo list) or hub folder")
     p.add_argument("--checkpoint", help="weights to load (default: a zoo name's / hub folder's own, else seeded random)")
     p.add_argument("--work-dir", help="where the JSON and histogram go (default: work_dirs/<config name>)")
     bench.add_input_args(p)
@@ -64,6 +64,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from dynseg.cli import run
+    from clustvit.cli import run
 
     run(main)

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg.bench import save_figure_atomic  # noqa: E402
+from clustvit.bench.common import save_figure_atomic  # noqa: E402
 
 SHAPE_ROW = re.compile(r"seg_k3ip3_shape(\d+)$")
 
@@ -110,6 +110,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from dynseg.cli import run
+    from clustvit.cli import run
 
     run(main)

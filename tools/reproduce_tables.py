@@ -4,13 +4,13 @@
         [--zoo] [--work-dirs DIR ...] [--checkpoint ROW=PATH ...] [--rows ROW ...] [--limit N]
         [--repeat-times N] [--threads T] [--device D] [--out DIR] [--cfg-options KEY=VALUE ...]
 
-Per row: mIoU (test.py's evaluation: ``dynseg.engine.tester.run_test``, on the test split), img/s
+Per row: mIoU (test.py's evaluation: ``clustvit.engine.tester.run_test``, on the test split), img/s
 (get_fps's timing: batch 1, accelerated as every inference entry point runs, on the device at hand)
 and GFLOPs mean ± std over the images (get_flops's count, each image alone). Checkpoints, first found:
 ``--checkpoint ROW=PATH``; the newest ``iter_N.pth`` in ``DIR/<config name>/`` of a ``--work-dirs``
 folder (train.py's layout); with ``--zoo`` the row's released checkpoint (downloaded once). A row with
 none is reported as such. Rows are keyed ``segmenter_clustvit-b_k3ip3`` (head, backbone); the seed's
-tables live in ``dynseg/zoo/paper.py``; ``--tables FILE`` reads tables of the same form from JSON.
+tables live in ``clustvit/zoo/paper.py``; ``--tables FILE`` reads tables of the same form from JSON.
 
 Writes ``OUT/results.json`` and ``OUT/table.md`` (default OUT: work_dirs/reproduce_<table>); prints the
 Markdown table: the paper's value, ours and ours minus the paper's for each figure.
@@ -28,12 +28,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg import bench, loading  # noqa: E402
-from dynseg.accel import accelerate  # noqa: E402
-from dynseg.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from dynseg.engine.checkpoint import list_checkpoints  # noqa: E402
-from dynseg.runtime import tune_malloc  # noqa: E402
-from dynseg.zoo.paper import TABLES, row_id  # noqa: E402
+from clustvit import loading  # noqa: E402
+from clustvit.accel import accelerate  # noqa: E402
+from clustvit.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from clustvit.bench import common as bench  # noqa: E402
+from clustvit.engine.checkpoint import list_checkpoints  # noqa: E402
+from clustvit.inference.runtime import tune_malloc  # noqa: E402
+from clustvit.zoo.paper import TABLES, row_id  # noqa: E402
 
 FIGURES = ("miou", "img_s", "gflops")
 
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dirs", nargs="+", default=[], metavar="DIR", help="folders of train.py runs")
     p.add_argument("--checkpoint", action="append", default=[], metavar="ROW=PATH", help="one row's weights")
     p.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows")
-    p.add_argument("--tables", help="a JSON file of tables in dynseg/zoo/paper.py's form (instead of the seed's)")
+    p.add_argument("--tables", help="a JSON file of tables in clustvit/zoo/paper.py's form (instead of the seed's)")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="img/s and GFLOPs on the first N images only (mIoU: all)")
     p.add_argument("--repeat-times", type=int, default=3, help="timed passes for img/s (default 3)")
@@ -61,7 +62,7 @@ def find_weights(row: dict, args: argparse.Namespace, given: dict[str, str]) -> 
     """(model source, checkpoint, where it came from) of a row, or None."""
     rid, config = row_id(row), row["config"]
     if not Path(config).is_absolute():
-        config = str(loading.repo_root() / config)
+        config = str(config)
     if rid in given:
         return config, given[rid], "given"
     for folder in args.work_dirs:
@@ -75,7 +76,7 @@ def find_weights(row: dict, args: argparse.Namespace, given: dict[str, str]) -> 
 
 def measure(row: dict, source: str, checkpoint: str | None, args: argparse.Namespace, out: Path) -> dict:
     """mIoU, img/s and GFLOPs (mean, std) of one row's model."""
-    from dynseg.engine.tester import run_test
+    from clustvit.engine.tester import run_test
 
     options = [*args.cfg_options, *([f"data.root={args.data_root}"] if args.data_root else [])]
     result = run_test(source, checkpoint, out / row_id(row), split=args.split, cfg_options=options)
@@ -170,6 +171,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from dynseg.cli import run
+    from clustvit.cli import run
 
     run(main)

@@ -1,7 +1,7 @@
 """Prepare RumexWeeds for training: ``python tools/rumexweeds_prepare.py RUMEX_ROOT``.
 
 Reads ``dataset_splits/*random_{train,val,test}.txt`` and each sequence's ``annotations_seg.xml``, writes
-``processed/{split}/{images,masks}`` (see dynseg/data/prep_rumexweeds.py). Exits non-zero if any file failed.
+``processed/{split}/{images,masks}`` (see clustvit/data/prep_rumexweeds.py). Exits non-zero if any file failed.
 """
 
 import argparse
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.data.prep_rumexweeds import prepare_rumexweeds  # noqa: E402
+from clustvit.data.prep_rumexweeds import prepare_rumexweeds  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ fi
 for m in $V/segmenter_vit-b_mask_1xb8-80k_suim-512x512.py $S/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py; do
   name=$(basename "$m" .py | cut -d_ -f2)
   bench "bf16_gain_$name" "$m" "$m" "${SUIM_ARGS[@]}" --amp-b   # B = A under bf16
-  if [ "$DEVICE" = cpu ]; then  # what each kernel of dynseg.accel buys over the plain model's, and all of them
+  if [ "$DEVICE" = cpu ]; then  # what each kernel of clustvit.accel buys over the plain model's, and all of them
     for piece in all onednn_linear head_by_head_attention; do
       bench "plain_${piece}_${name}_fp32" "$m" "$m" "${SUIM_ARGS[@]}" --plain-a $piece
       bench "plain_${piece}_${name}_bf16" "$m" "$m" "${SUIM_ARGS[@]}" --plain-a $piece --amp

@@ -14,14 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.analysis import feature_grid, load_inputs  # noqa: E402
-from dynseg.loading import load_model, require_checkpoint  # noqa: E402
-from dynseg.visualize import save_png  # noqa: E402
+from clustvit.loading import load_model, require_checkpoint  # noqa: E402
+from clustvit.viz.analysis import feature_grid, load_inputs  # noqa: E402
+from clustvit.viz.draw import save_png  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="config file, zoo name (python -m dynseg.zoo list) or hub folder")
+    parser.add_argument("config", help="config file, zoo name (python -m clustvit.zoo list) or hub folder")
     parser.add_argument("checkpoint", help="checkpoint (ours or official), or 'none' for random weights; "
                         "after a zoo name / hub folder: the image (its own weights are used)")
     parser.add_argument("image", nargs="?", help="an image file (resized as the config's test pipeline does)")

@@ -4,7 +4,7 @@
     python tools/split_weights.py DIR --merge --out merged.pth      # the inverse
 
 Official (mmseg) and our own checkpoints are accepted; parts use our parameter names. CHECKPOINT may be a
-zoo name (``python -m dynseg.zoo list``): its released file, downloaded once (default parts folder:
+zoo name (``python -m clustvit.zoo list``): its released file, downloaded once (default parts folder:
 ``work_dirs/<name>_parts``).
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.convert.split import format_split, merge_parts, split_checkpoint  # noqa: E402
-from dynseg.zoo import ZOO, fetch  # noqa: E402
+from clustvit.convert.split import format_split, merge_parts, split_checkpoint  # noqa: E402
+from clustvit.zoo import ZOO, fetch  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Convert SUIM RGB masks to label PNGs: ``python tools/suim_mask_convert.py SUIM_ROOT``.
 
-Writes ``masks_label/`` beside every ``{train_val,test,TEST}/masks`` folder (see dynseg/data/prep_suim.py).
+Writes ``masks_label/`` beside every ``{train_val,test,TEST}/masks`` folder (see clustvit/data/prep_suim.py).
 Exits non-zero if any file failed; every good file is still converted.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from dynseg.data.prep_suim import convert_suim  # noqa: E402
+from clustvit.data.prep_suim import convert_suim  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dynseg.models.cts.train_policy import run  # noqa: E402
+from clustvit.models.cts.train_policy import run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,6 +1,0 @@
-"""CTS baseline (Content-aware Token Sharing): policy network, token sharing, CTSViT backbone."""
-
-from dynseg.models.cts.cts_vit import CTSViT
-from dynseg.models.cts.policy import PolicyNet, convert_policy_state_dict, save_policy
-
-__all__ = ["CTSViT", "PolicyNet", "convert_policy_state_dict", "save_policy"]
