@@ -180,14 +180,14 @@ def test_download_cache_load_predict_then_cache_only(fixture: dict, server: Serv
     assert _tool("split_weights").main([entry.name, "--out-dir", str(tmp_path / "parts")]) == 0  # a name too
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["backbone.safetensors", "decode_head.safetensors"]
     assert server.requests == {"/files/101": 1}
-    from clustvit.zoo.__main__ import main as zoo_main
+    from clustvit.cli import main as cli_main
 
     capsys.readouterr()
-    assert zoo_main(["list", "--json"]) == 0
+    assert cli_main(["zoo", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert list(rows) == list(ZOO) and [n for n, r in rows.items() if r["cached"]] == [entry.name]
     assert rows[entry.name]["cache_path"] == str(cache_path(entry)) and rows["vit-b_suim"]["miou"] == 69.91
-    assert zoo_main(["list"]) == 0
+    assert cli_main(["zoo", "list"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "dataset", "head", "mIoU", "cached", "url"] and len(table) == len(ZOO) + 1
     assert table[1].split() == ["clustvit-b_k3ip3_ade20k", "ADE20K", "Segmenter", "46.10", "no",
@@ -305,9 +305,9 @@ def test_hub_folder_round_trip_and_export(fixture: dict, server: Server, hub_dir
     server.files["/files/105"] = official_bytes(fixture, tmp_path)
     entry = fixture_entry(fixture, tmp_path, server.url("/files/105"))
     monkeypatch.setitem(ZOO, entry.name, entry)
-    from clustvit.zoo.__main__ import main as zoo_main
+    from clustvit.cli import main as cli_main
 
-    assert zoo_main(["export", entry.name, str(tmp_path / "hub_mini")]) == 0
+    assert cli_main(["zoo", "export", entry.name, str(tmp_path / "hub_mini")]) == 0
     folder = tmp_path / "hub_mini"
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     saved = json.loads((folder / "config.json").read_text())

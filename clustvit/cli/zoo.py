@@ -1,4 +1,4 @@
-"""``python -m clustvit.zoo list [--json]`` | ``python -m clustvit.zoo export NAME DIR``.
+"""``clustvit zoo list [--json]`` | ``clustvit zoo export NAME DIR``.
 
 ``list``: every released checkpoint with its dataset, head, the seed's mIoU, URL and whether it is in
 the local cache. ``export``: a zoo checkpoint (downloaded if needed) as a hub-style folder.
@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from clustvit.loading import load_model
 from clustvit.zoo.download import cache_path, is_cached
+from clustvit.zoo.hub import save_pretrained
 from clustvit.zoo.table import ZOO
 
 
@@ -28,21 +30,24 @@ def format_list(items: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m clustvit.zoo", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="the released checkpoints")
+def configure(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND")
+    ls = sub.add_parser("list", help="the released checkpoints", description="the released checkpoints")
     ls.add_argument("--json", action="store_true", help="one JSON list instead of a table")
-    ex = sub.add_parser("export", help="a zoo checkpoint as a hub-style folder")
+    ls.set_defaults(func=list_entries)
+    ex = sub.add_parser("export", help="a zoo checkpoint as a hub-style folder",
+                        description="a zoo checkpoint (downloaded if needed) as a hub-style folder")
     ex.add_argument("name", choices=sorted(ZOO), metavar="NAME")
     ex.add_argument("directory")
-    args = p.parse_args(argv)
-    if args.command == "list":
-        print(json.dumps(rows(), indent=1) if args.json else format_list(rows()))
-        return 0
-    from clustvit.loading import load_model
-    from clustvit.zoo.hub import save_pretrained
+    ex.set_defaults(func=export)
 
+
+def list_entries(args: argparse.Namespace) -> int:
+    print(json.dumps(rows(), indent=1) if args.json else format_list(rows()))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
     model, cfg = load_model(args.name, map_classes=True)
     entry = ZOO[args.name]
     card = (f"Released checkpoint `{entry.name}` ({entry.url}); the seed reports {entry.miou:.2f} mIoU on "
@@ -50,9 +55,3 @@ def main(argv: list[str] | None = None) -> int:
     out = save_pretrained(model, args.directory, cfg, source=entry.name, card=card)
     print(f"wrote {out}")
     return 0
-
-
-if __name__ == "__main__":
-    from clustvit.cli import run
-
-    run(main)

@@ -1,0 +1,7 @@
+"""``python -m clustvit`` = the ``clustvit`` command."""
+
+import sys
+
+from clustvit.cli import main
+
+sys.exit(main())
