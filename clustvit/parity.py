@@ -138,7 +138,7 @@ def backbone(rec: Recorder, cfg: dict, state_dict: dict) -> nn.Module:
 def run(model: nn.Module, inputs: Tensor) -> Any:
     """Backbone output on ``inputs`` (B, 3, H, W), moved to the model's device."""
     x = inputs.to(next(model.parameters()).device)
-    return model(x, return_intermediates=True) if hasattr(model, "num_clusters") else model(x)
+    return model(x)
 
 
 def compare_backbone(rec: Recorder, out: Any, ref: dict, prefix: str) -> None:

@@ -13,6 +13,7 @@ from clustvit.configs import load_config
 from clustvit.models.build import build_head, build_segmentor
 from clustvit.models.clustvit import ClustViT
 from clustvit.models.losses import pseudo_labels
+from clustvit.models.oracle import seg_cluster_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,7 +165,7 @@ def test_oracle_mode_uses_the_pseudo_labels() -> None:
     masks[1, :, :16] = 2
     images = torch.rand(2, 3, 64, 64) * 255
     with torch.no_grad():
-        out = seg(images, masks=masks, oracle=True)
+        out = seg(images, seg_cluster_ids(seg, masks))
     expected = pseudo_labels(masks, 2).flatten(1)  # (B, N)
     assert torch.equal(out.backbone.cluster_ids, expected)
     kept = (expected == 0).sum(1)

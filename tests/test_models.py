@@ -23,6 +23,7 @@ from clustvit.models import vit as v
 from clustvit.models.build import ConfigError, build_segmentor
 from clustvit.models.losses import pseudo_labels
 from clustvit.models.merging import merge, plan_merge, regenerate, unmerge
+from clustvit.models.oracle import seg_cluster_ids
 from clustvit.models.segmentor import sliding_windows
 
 
@@ -240,7 +241,7 @@ def test_oracle_clusters_use_pseudo_labels():
     masks[:, :, 32:] = 1
     masks[:, :16, :16] = 2
     with torch.no_grad():
-        out = seg(torch.zeros(1, 3, 64, 64), masks=masks, oracle=True)
+        out = seg(torch.zeros(1, 3, 64, 64), seg_cluster_ids(seg, masks))
     assert torch.equal(out.backbone.cluster_ids, pseudo_labels(masks, 3).flatten(1))
 
 
@@ -249,7 +250,7 @@ def test_oracle_clusters_at_sizes_that_are_not_whole_patches():
     masks = torch.zeros(1, 70, 90, dtype=torch.long)
     masks[:, :, 45:] = 1
     with torch.no_grad():
-        out = seg(torch.zeros(1, 3, 70, 90), masks=masks, oracle=True)
+        out = seg(torch.zeros(1, 3, 70, 90), seg_cluster_ids(seg, masks))
     ids = out.backbone.cluster_ids.view(5, 6)  # ceil(70/16) x ceil(90/16)
     assert ids[4].eq(0).all() and ids[:, 5].eq(0).all()  # partial (padded) patches are kept
     assert torch.equal(ids[:4, :5], pseudo_labels(masks, 3)[0])

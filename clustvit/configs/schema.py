@@ -152,12 +152,11 @@ def _check_module(cfg: Config, types_: dict[str, type], origins: Origins, path: 
     if name not in types_:
         why = f"unknown type (known: {', '.join(sorted(types_))})"
         _fail(origins, (*path, "type"), f"{name!r}: {why}")
-    params = inspect.signature(types_[name]).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params = build.constructor_params(types_[name])
     for key, value in cfg.items():
         if key == "type":
             continue
-        if key in BUILDER_FILLED or (key not in params and not takes_kwargs):
+        if key in BUILDER_FILLED or key not in params:
             known = [k for k in params if k not in BUILDER_FILLED and k != "self"]
             _fail(origins, (*path, key), f"unknown key for {name} (known: {', '.join(known)})")
         if key in params:
@@ -173,7 +172,7 @@ def _check_crop(size: Any, origins: Origins, path: tuple[str, ...]) -> None:
 
 
 def _signature_default(types_: dict[str, type], cfg: Config, key: str) -> Any:
-    param = inspect.signature(types_[cfg["type"]]).parameters.get(key)
+    param = build.constructor_params(types_[cfg["type"]]).get(key)
     return cfg.get(key, None if param is None else param.default)
 
 

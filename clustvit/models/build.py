@@ -36,10 +36,25 @@ def _cls(table: Mapping[str, type], cfg: Mapping[str, Any], where: str) -> type:
     return table[kind]
 
 
+def constructor_params(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments ``cls(...)`` takes, those a ``**kwargs`` passes on to the base class included
+    (``ClustViT(num_clusters, ..., **vit_kwargs)`` takes every ``VisionTransformer`` argument too)."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        own = inspect.signature(klass.__init__).parameters
+        params.update({k: p for k, p in own.items() if k != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                       and k not in params})
+        if not any(p.kind is p.VAR_KEYWORD for p in own.values()):
+            break  # this constructor passes nothing further up
+    return params
+
+
 def check_kwargs(cls: type, kwargs: Mapping[str, Any], where: str, provided: tuple[str, ...] = ()) -> None:
     """Raise ConfigError naming any key the constructor does not take."""
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", *provided)]
+    params = constructor_params(cls)
+    accepted = [p for p in params if p not in provided]
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(f"{where}.{key}: unknown key for {cls.__name__}; accepted keys: {', '.join(accepted)}")

@@ -8,110 +8,137 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from clustvit.models.merging import exporting, merge, plan_merge, regenerate
-from clustvit.models.vit import VIT_SIZES, BackboneOutput, Mlp, Packing, VisionTransformer, ordered, to_map
+from clustvit.models.merging import MergePlan, exporting, merge, plan_merge, regenerate
+from clustvit.models.vit import VIT_SIZES, BackboneOutput, Mlp, Packing, VisionTransformer, to_map
+
+
+@dataclass
+class Intermediates:
+    """What ``ClustViT.forward_intermediates`` records beside the output (the analysis tools read it)."""
+
+    block_outputs: list[Tensor] = field(default_factory=list)  # after each block: (B, 1+N, C) up to ip;
+    # after it the sequence the block ran on: (1, T, C) packed, or (B, 1+N, C) when nothing merged
+    tokens_at_injection: Tensor | None = None  # (B, 1+N, C): the sequence the Cluster module assigned
+    plan: MergePlan | None = None  # the merge plan (``models.merging``)
 
 
 class ClustViT(VisionTransformer):
     """ViT with a Cluster module and a Regenerator (Montello et al., ICRA 2026)."""
 
     def __init__(
-        self,
-        img_size: int | Sequence[int] = (512, 512),
-        patch_size: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        out_indices: int | Sequence[int] = -1,
-        final_norm: bool = True,
-        drop_path_rate: float = 0.0,
-        num_clusters: int = 3,
-        injection_point: int = 3,
-        cluster_mlp_size: int = 3072,
+        self, num_clusters: int = 3, injection_point: int = 3, cluster_mlp_size: int = 3072, **vit_kwargs: Any
     ) -> None:
-        super().__init__(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
-            num_heads=num_heads, mlp_ratio=mlp_ratio, out_indices=out_indices, final_norm=final_norm,
-            drop_path_rate=drop_path_rate,
-        )
+        """Args:
+            num_clusters: K, the clusters tokens can merge into (the Cluster module has K+1 outputs: keep, 1..K).
+            injection_point: ip, the blocks that run before the Cluster module, in [0, depth).
+            cluster_mlp_size: hidden width of the Cluster module.
+            vit_kwargs: the ``VisionTransformer`` arguments (img_size, patch_size, embed_dim, depth, ...).
+        """
+        super().__init__(**vit_kwargs)
         if num_clusters < 1:
             raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
-        if not 0 <= injection_point < depth:
-            raise ValueError(f"injection_point must lie in [0, {depth}) for a {depth}-block ViT, got {injection_point}")
+        if not 0 <= injection_point < self.depth:
+            raise ValueError(f"injection_point must lie in [0, {self.depth}) for a {self.depth}-block ViT, "
+                             f"got {injection_point}")
         self.num_clusters, self.injection_point = num_clusters, injection_point
+        C = self.embed_dim
         # Cluster module: C -> hidden -> K+1 logits (column 0 = keep the token).
-        self.cluster = Mlp(embed_dim, cluster_mlp_size, num_clusters + 1, act=nn.ReLU)
+        self.cluster = Mlp(C, cluster_mlp_size, num_clusters + 1, act=nn.ReLU)
         # Regenerator: concat[token before merging, its cluster token] (2C) -> C -> C.
-        self.regenerator = Mlp(2 * embed_dim, embed_dim, embed_dim)
+        self.regenerator = Mlp(2 * C, C, C)
         for m in (*self.cluster.modules(), *self.regenerator.modules()):
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(
-        self, x: Tensor, cluster_ids: Tensor | None = None, return_intermediates: bool = False
-    ) -> BackboneOutput:
+    def forward(self, x: Tensor, cluster_ids: Tensor | None = None, record: Intermediates | None = None) -> BackboneOutput:
         """Args:
             x: (B, 3, H, W) normalised image.
-            cluster_ids: (B, N) oracle ids replacing the Cluster module's arg-max (analysis mode).
-            return_intermediates: also return every block's output sequence and the merge plan in ``extra``.
+            cluster_ids: (B, N) ids replacing the Cluster module's arg-max: the oracle analysis mode (the
+                ground truth's pseudo-labels, ``models.oracle``). Only ClustViT takes them.
+            record: filled with the block outputs and the merge plan (``forward_intermediates``).
 
         Returns:
-            BackboneOutput with maps (B, C, H/16, W/16), ``clust_logits`` (B, N, K+1), the ids used, and
-            the sequence length each block ran on.
+            BackboneOutput with maps (B, C, H/p, W/p), ``clust_logits`` (B, N, K+1), the ids used, and the
+            sequence length each block ran on.
         """
         ip, last = self.injection_point, self.depth - 1
         x, hw = self.embed(x)  # (B, 1+N, C)
-        B, L, _ = x.shape
-        features, blocks_out = [], []
-        for i in range(ip):
-            x = self.blocks[i](x)  # (B, 1+N, C)
-            blocks_out.append(x)
-            if i in self.out_indices:
-                features.append((i, to_map(x[:, 1:], hw)))
+        maps: dict[int, Tensor] = {}  # block index -> (B, C, h, w)
 
-        logits = self.cluster(x[:, 1:])  # (B, N, K+1)
-        ids = logits.argmax(-1) if cluster_ids is None else cluster_ids.to(x.device, torch.long)
-        if ids.shape != logits.shape[:2]:
-            raise ValueError(f"cluster_ids must have shape {tuple(logits.shape[:2])}, got {tuple(ids.shape)}")
+        for i in range(ip):  # blocks[:ip] on the whole sequence
+            x = self._block(i, x, None, record)  # (B, 1+N, C)
+            if i in self.out_indices:
+                maps[i] = to_map(x[:, 1:], hw)
+
+        logits, ids = self.assign(x, cluster_ids)  # Cluster module: (B, N, K+1), (B, N)
         plan = plan_merge(ids, self.num_clusters)
-        x_inj = x
         # Under torch.export the merge is always traced (an unreduced image packs to itself, unchanged), so
         # the graph keeps the data-dependent path instead of branching on the data.
         merging = exporting() or plan.any_reduced
-        y = merge(x, plan) if merging else x  # (1, T, C) packed, or (B, 1+N, C) untouched
-        packing = None  # one image packs into one plain sequence
-        if merging and B > 1:
-            packing = Packing(plan.cu_seqlens, plan.max_seqlen, plan.segments() if self.training else None)
+        y = merge(x, plan) if merging else x  # (1, T, C): per image [cls, kept, K cluster means]; or untouched
+        packing = self._packing(plan) if merging else None
 
-        for i in range(ip, self.depth):
-            y = self.blocks[i](y, packing)
-            blocks_out.append(y)
-            if i in self.out_indices or i == last:
-                full = regenerate(y, x_inj, plan, self.regenerator) if merging else y  # (B, 1+N, C)
+        for i in range(ip, self.depth):  # blocks[ip:] on the short sequence
+            y = self._block(i, y, packing, record)
+            if i in self.out_indices:
+                full = regenerate(y, x, plan, self.regenerator) if merging else y  # Regenerator: (B, 1+N, C)
                 if i == last and self.final_norm:
                     full = self.norm(full)
-                if i in self.out_indices:
-                    features.append((i, to_map(full[:, 1:], hw)))
+                maps[i] = to_map(full[:, 1:], hw)
 
-        lengths = plan.lengths  # (B,)
-        tokens = torch.cat([torch.full((B, ip), L, device=x.device), lengths[:, None].expand(B, self.depth - ip)], 1)
-        extra = dict(block_outputs=blocks_out, tokens_at_injection=x_inj, plan=plan) if return_intermediates else {}
+        if record is not None:
+            record.tokens_at_injection, record.plan = x, plan
         return BackboneOutput(
-            features=ordered(features, self.out_indices),
+            features=[maps[i] for i in self.out_indices],
             clust_logits=logits,
             cluster_ids=ids,
             merged=plan.reduced,
-            tokens_per_block=tokens,
-            extra=extra,
+            tokens_per_block=self._tokens_per_block(x.shape[1], plan.lengths),
         )
+
+    def forward_intermediates(self, x: Tensor, cluster_ids: Tensor | None = None) -> tuple[BackboneOutput, Intermediates]:
+        """``forward``, plus every block's output sequence, the tokens at injection and the merge plan."""
+        record = Intermediates()
+        return self(x, cluster_ids, record), record
+
+    def assign(self, x: Tensor, cluster_ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The Cluster module on the patch tokens of ``x`` (B, 1+N, C).
+
+        Returns:
+            logits (B, N, K+1), and the ids (B, N): their arg-max (0 keep, 1..K a cluster), or
+            ``cluster_ids`` when given (the logits are still computed, for the clustering loss).
+        """
+        logits = self.cluster(x[:, 1:])  # (B, N, K+1)
+        if cluster_ids is None:
+            return logits, logits.argmax(-1)
+        if cluster_ids.shape != logits.shape[:2]:
+            raise ValueError(f"cluster_ids must have shape {tuple(logits.shape[:2])}, got {tuple(cluster_ids.shape)}")
+        return logits, cluster_ids.to(x.device, torch.long)
+
+    def _block(self, i: int, x: Tensor, packing: Packing | None, record: Intermediates | None) -> Tensor:
+        x = self.blocks[i](x, packing)
+        if record is not None:
+            record.block_outputs.append(x)
+        return x
+
+    def _packing(self, plan: MergePlan) -> Packing | None:
+        """How the merged sequences lie along the packed axis; None for one image (one plain sequence)."""
+        if plan.shape[0] == 1:
+            return None
+        return Packing(plan.cu_seqlens, plan.max_seqlen, plan.segments() if self.training else None)
+
+    def _tokens_per_block(self, full: int, lengths: Tensor) -> Tensor:
+        """(B, depth): ``full`` (1+N) for the blocks before ip, each image's merged length after."""
+        B, ip = lengths.shape[0], self.injection_point
+        return torch.cat([torch.full((B, ip), full, device=lengths.device, dtype=lengths.dtype),
+                          lengths[:, None].expand(B, self.depth - ip)], 1)
 
 
 def _clustvit(size: str, **kwargs) -> ClustViT:

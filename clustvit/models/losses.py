@@ -1,6 +1,6 @@
 """Losses: pixel cross-entropy and the Cluster module's pseudo-label cross-entropy.
 
-Pseudo-labels (official semantics): each 16x16 patch whose pixels all carry one class gets that class,
+Pseudo-labels (official semantics): each patch (16x16 by default) whose pixels all carry one class gets that class,
 mixed or ignore patches get none. Per image, the K classes covering the most homogeneous patches map to
 cluster ids 1..K (largest first); every other patch gets id 0 = "keep the token".
 """
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PATCH = 16  # ClustLoss never passes a patch size: it is the ViT's 16
+PATCH = 16  # the official ClustLoss never passes a patch size: it is the ViT's 16
 
 
 def patch_values(masks: Tensor, patch: int = PATCH) -> Tensor:
@@ -64,14 +64,17 @@ def pseudo_labels(masks: Tensor, num_clusters: int, patch: int = PATCH, ignore_i
     return labels.reshape(values.shape)
 
 
-def clust_loss(logits: Tensor, masks: Tensor, num_clusters: int, loss_weight: float = 0.1) -> Tensor:
+def clust_loss(
+    logits: Tensor, masks: Tensor, num_clusters: int, loss_weight: float = 0.1, patch: int = PATCH
+) -> Tensor:
     """Cross-entropy of the Cluster module's logits against the pseudo-labels, mean over all tokens.
 
     Args:
-        logits: (B, N, K+1) with N = (H // 16) * (W // 16) in row-major order.
+        logits: (B, N, K+1) with N = (H // patch) * (W // patch) in row-major order.
         masks: (B, H, W) labels.
+        patch: the backbone's patch size.
     """
-    target = pseudo_labels(masks, num_clusters).flatten(1)  # (B, N)
+    target = pseudo_labels(masks, num_clusters, patch).flatten(1)  # (B, N)
     if target.shape != logits.shape[:2]:
         raise ValueError(f"clust_loss: {tuple(logits.shape[:2])} logits but {tuple(target.shape)} mask patches")
     return loss_weight * F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())

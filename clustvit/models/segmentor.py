@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clustvit.models.losses import clust_loss, pseudo_labels, seg_loss
+from clustvit.models.losses import clust_loss, seg_loss
 from clustvit.models.vit import BackboneOutput
+
+# (crops (n, 3, h, w), guide crops (n, h, w) or None) -> logits (n, n_cls, h', w'): see predict_logits.
+RunCrops = Callable[[Tensor, Tensor | None], Tensor]
 
 
 @dataclass
@@ -54,48 +57,47 @@ class Segmentor(nn.Module):
         """(B, 3, H, W) RGB in 0..255 (uint8 or float) -> normalised float."""
         return (images.float() - self.mean) / self.std
 
-    def forward(self, images: Tensor, masks: Tensor | None = None, oracle: bool = False) -> SegmentorOutput:
+    def forward(self, images: Tensor, cluster_ids: Tensor | None = None) -> SegmentorOutput:
         """Args:
             images: (B, 3, H, W) RGB, 0..255.
-            masks: (B, H, W) labels; with ``oracle=True`` their pseudo-labels replace the Cluster module.
+            cluster_ids: (B, N) ids for a ClustViT backbone instead of its Cluster module's (the oracle
+                analysis mode, ``models.oracle``); other backbones do not take them.
         """
-        ids = None
-        if oracle:
-            if masks is None or not self.num_clusters:
-                raise ValueError("oracle clusters need masks and a ClustViT backbone")
-            # The image is zero-padded bottom/right to whole patches; pad the mask with "ignore" to match,
-            # so the padded patches get id 0 (keep) and the oracle grid equals the patch grid.
-            pad_h, pad_w = -masks.shape[-2] % 16, -masks.shape[-1] % 16
-            masks = F.pad(masks, (0, pad_w, 0, pad_h), value=self.ignore_index)
-            ids = pseudo_labels(masks, self.num_clusters, ignore_index=self.ignore_index).flatten(1)  # (B, N)
-        feats = self.backbone(self.normalise(images), cluster_ids=ids)
+        x = self.normalise(images)
+        feats = self.backbone(x) if cluster_ids is None else self.backbone(x, cluster_ids=cluster_ids)
         return SegmentorOutput(self.decode_head(feats.features), feats)
 
-    def loss(self, images: Tensor, masks: Tensor, oracle: bool = False) -> dict[str, Tensor]:
-        """Training losses; masks (B, H, W) int64 with ``ignore_index`` at unlabelled pixels. ``oracle``: the
-        clusters come from the masks' pseudo-labels (as in ``forward``), the clustering loss is still computed."""
-        out = self(images, masks, oracle)
+    def loss(self, images: Tensor, masks: Tensor, cluster_ids: Tensor | None = None) -> dict[str, Tensor]:
+        """Training losses; masks (B, H, W) int64 with ``ignore_index`` at unlabelled pixels. ``cluster_ids``
+        as in ``forward``; the clustering loss is computed either way."""
+        out = self(images, cluster_ids)
         losses = {"loss_seg": seg_loss(out.logits, masks, self.ignore_index)}
         if out.backbone.clust_logits is not None:
-            losses["loss_clust"] = clust_loss(out.backbone.clust_logits, masks, self.num_clusters, self.clust_loss_weight)
+            losses["loss_clust"] = clust_loss(out.backbone.clust_logits, masks, self.num_clusters,
+                                              self.clust_loss_weight, self.backbone.patch_size)
         losses["loss"] = sum(losses.values())
         return losses
 
-    def predict_logits(self, images: Tensor, masks: Tensor | None = None, oracle: bool = False) -> Tensor:
-        """(B, 3, H, W) RGB 0..255 -> (B, n_cls, H, W), whole-image or sliding-window per ``test_mode``."""
+    def predict_logits(self, images: Tensor, guide: Tensor | None = None, run: RunCrops | None = None) -> Tensor:
+        """(B, 3, H, W) RGB 0..255 -> (B, n_cls, H, W), whole-image or sliding-window per ``test_mode``.
+
+        Args:
+            guide: (B, H, W), a per-pixel map cut into exactly the crops the image is cut into, for ``run``.
+            run: replaces ``self(crops).logits`` for each batch of crops: ``run(crops (n, 3, h, w), guide
+                crops (n, h, w) or None) -> (n, n_cls, h', w')`` (the oracle analysis mode runs the crops
+                with their masks' pseudo-labels as clusters, ``models.oracle.oracle_logits``).
+        """
+        run = run or (lambda crops, _guide: self(crops).logits)
         if self.test_mode == "whole":
-            return self._logits_at(images, images.shape[2:], masks, oracle)
-        return self.slide_logits(images, masks, oracle)
+            logits = run(images, guide)
+            return F.interpolate(logits, tuple(images.shape[2:]), mode="bilinear", align_corners=False)
+        return self.slide_logits(images, guide, run)
 
     def predict(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) RGB 0..255 -> (B, H, W) int64 labels."""
         return self.predict_logits(images).argmax(1)
 
-    def _logits_at(self, images: Tensor, size: Sequence[int], masks: Tensor | None, oracle: bool) -> Tensor:
-        logits = self(images, masks, oracle).logits
-        return F.interpolate(logits, tuple(size), mode="bilinear", align_corners=False)
-
-    def slide_logits(self, images: Tensor, masks: Tensor | None = None, oracle: bool = False) -> Tensor:
+    def slide_logits(self, images: Tensor, guide: Tensor | None, run: RunCrops) -> Tensor:
         """Overlapping crops (mmseg's grid), run as one batch per image, averaged where they overlap.
 
         The stitching is memory-bound (a 150-class ADE20K canvas is 210 MB): each window's logits are
@@ -110,8 +112,8 @@ class Segmentor(nn.Module):
         for b in range(B):
             # Every window of an image has the same size, so the windows stack into one batch.
             crops = torch.stack([images[b, :, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
-            crop_masks = None if masks is None else torch.stack([masks[b, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
-            logits = self(crops, crop_masks, oracle).logits.float()  # (n_win, n_cls, h', w')
+            crop_guide = None if guide is None else torch.stack([guide[b, y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])
+            logits = run(crops, crop_guide).float()  # (n_win, n_cls, h', w')
             for i, (y1, y2, x1, x2) in enumerate(boxes):
                 for c in range(0, self.num_classes, _STITCH_CLASSES):
                     part = logits[i : i + 1, c : c + _STITCH_CLASSES]  # (1, <=16, h', w')

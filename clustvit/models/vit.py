@@ -23,7 +23,7 @@ class BackboneOutput:
 
     features: list[Tensor]  # one (B, C, h, w) map per requested block, in order
     clust_logits: Tensor | None = None  # (B, N, K+1) raw Cluster-module logits
-    cluster_ids: Tensor | None = None  # (B, N) ids actually used (arg-max or oracle)
+    cluster_ids: Tensor | None = None  # (B, N) ids actually used (arg-max, or the oracle ids given)
     merged: Tensor | None = None  # (B,) bool: whether each image was reduced
     tokens_per_block: Tensor | None = None  # (B, depth) sequence length (cls included) per block
     extra: dict = field(default_factory=dict)  # backbone-specific extras (debug tensors, CTS policy)
@@ -134,7 +134,7 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """16x16 patch conv; the input is zero-padded bottom/right to a multiple of the patch size."""
+    """p x p patch conv; the input is zero-padded bottom/right to a multiple of the patch size."""
 
     def __init__(self, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768, bias: bool = False) -> None:
         super().__init__()
@@ -181,7 +181,7 @@ def to_map(tokens: Tensor, hw: tuple[int, int]) -> Tensor:
 
 
 class VisionTransformer(nn.Module):
-    """ViT backbone returning (B, C, H/16, W/16) maps after the blocks in ``out_indices``."""
+    """ViT backbone returning (B, C, H/p, W/p) maps (patch size p) after the blocks in ``out_indices``."""
 
     def __init__(
         self,
@@ -199,7 +199,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.grid = (img_size[0] // patch_size, img_size[1] // patch_size)  # the grid pos_embed is stored at
-        self.embed_dim, self.depth = embed_dim, depth
+        self.patch_size, self.embed_dim, self.depth = patch_size, embed_dim, depth
         self.out_indices = normalize_out_indices(out_indices, depth)
         self.final_norm = final_norm
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
@@ -229,10 +229,8 @@ class VisionTransformer(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, C)
         return x + resample_pos_embed(self.pos_embed, self.grid, hw), hw
 
-    def forward(self, x: Tensor, cluster_ids: Tensor | None = None) -> BackboneOutput:
+    def forward(self, x: Tensor) -> BackboneOutput:
         """(B, 3, H, W) normalised image -> BackboneOutput with one (B, C, h, w) map per out index."""
-        if cluster_ids is not None:
-            raise ValueError("cluster_ids (oracle clusters) only apply to ClustViT backbones")
         x, hw = self.embed(x)  # (B, 1+N, C)
         features = []
         for i, block in enumerate(self.blocks):

@@ -1,7 +1,7 @@
 """Where does ClustViT merge? Per-image cluster panels, a purity summary, and PCA-to-RGB feature maps.
 
 Everything reads the model's own outputs (``BackboneOutput.cluster_ids`` and, for features,
-``ClustViT.forward(..., return_intermediates=True)``), never a second copy of the forward.
+``ClustViT.forward_intermediates``), never a second copy of the forward.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clustvit.models.losses import PATCH, pseudo_labels
+from clustvit.models.losses import pseudo_labels
 from clustvit.models.merging import merge, regenerate, unmerge
+from clustvit.models.oracle import oracle_logits, seg_cluster_ids
 from clustvit.models.segmentor import Segmentor
 from clustvit.viz.draw import blank, colorize, distinct_colours, grid, paint_tokens, panel
 
@@ -26,6 +27,7 @@ class TokenView:
     """What the model did with one image. ``h, w`` = token grid, ``H, W`` = image size."""
 
     image: np.ndarray  # (H, W, 3) uint8, as the model saw it
+    patch: int  # pixels per token side
     ids: np.ndarray  # (h, w) cluster id used per token: 0 keep, 1..K merged
     pred: np.ndarray  # (H, W) predicted class
     tokens: int  # sequence length after the injection point (cls + kept + cluster tokens)
@@ -41,45 +43,52 @@ def analyse(seg: Segmentor, image: Tensor, mask: Tensor | None = None, oracle: b
     Args:
         image: (3, H, W) uint8 RGB as the test pipeline produces it.
         mask: (H, W) int64 ground truth (255 = ignore), optional; ``oracle=True`` needs it.
+        oracle: the mask's pseudo-labels replace the Cluster module (``models.oracle``).
     """
     if not seg.num_clusters:
         raise ValueError("cluster analysis needs a ClustViT model (the config's backbone has no Cluster module)")
     x = image[None].to(next(seg.parameters()).device, torch.float32)  # (1, 3, H, W)
     masks = None if mask is None else mask[None].to(x.device)
-    out = seg(x, masks, oracle)
+    if oracle and masks is None:
+        raise ValueError("oracle clusters need the image's mask")
+    out = seg(x, seg_cluster_ids(seg, masks) if oracle else None)
     if seg.test_mode == "whole":  # the forward above already is the prediction
         logits = F.interpolate(out.logits, x.shape[2:], mode="bilinear", align_corners=False)
     else:
-        logits = seg.predict_logits(x, masks, oracle)
-    h, w = -(-x.shape[2] // PATCH), -(-x.shape[3] // PATCH)  # the patch embedding pads up to whole patches
+        logits = oracle_logits(seg, x, masks) if oracle else seg.predict_logits(x)
+    p = seg.backbone.patch_size
+    h, w = -(-x.shape[2] // p), -(-x.shape[3] // p)  # the patch embedding pads up to whole patches
     view = TokenView(
         image=image.permute(1, 2, 0).cpu().numpy(),
+        patch=p,
         ids=out.backbone.cluster_ids[0].view(h, w).cpu().numpy(),
         pred=logits[0].argmax(0).cpu().numpy(),
         tokens=int(out.backbone.tokens_per_block[0, -1]),
         reduced=bool(out.backbone.merged[0]),
     )
     if mask is not None:
-        target = pseudo_labels(mask[None].cpu(), seg.num_clusters)[0].numpy()  # (H//16, W//16)
+        target = pseudo_labels(mask[None].cpu(), seg.num_clusters, p)[0].numpy()  # (H//p, W//p)
         view.target = np.zeros((h, w), dtype=np.int64)
         view.target[: target.shape[0], : target.shape[1]] = target
-        view.patch_class = majority_class(mask.cpu(), (h, w), seg.num_classes, seg.ignore_index)
+        view.patch_class = majority_class(mask.cpu(), (h, w), seg.num_classes, p, seg.ignore_index)
     return view
 
 
-def majority_class(mask: Tensor, hw: tuple[int, int], num_classes: int, ignore_index: int = 255) -> np.ndarray:
-    """The most frequent labelled class in every 16x16 patch; -1 where a patch has no labelled pixel.
+def majority_class(
+    mask: Tensor, hw: tuple[int, int], num_classes: int, patch: int, ignore_index: int = 255
+) -> np.ndarray:
+    """The most frequent labelled class in every patch; -1 where a patch has no labelled pixel.
 
     Args:
-        mask: (H, W) labels; padded with ``ignore_index`` up to ``hw * 16`` like the image is padded.
+        mask: (H, W) labels; padded with ``ignore_index`` up to ``hw * patch`` like the image is padded.
 
     Returns:
         (h, w) int64.
     """
     h, w = hw
-    full = torch.full((h * PATCH, w * PATCH), ignore_index, dtype=torch.long)
+    full = torch.full((h * patch, w * patch), ignore_index, dtype=torch.long)
     full[: mask.shape[0], : mask.shape[1]] = mask.long()
-    tiles = full.view(h, PATCH, w, PATCH).permute(0, 2, 1, 3).reshape(h * w, PATCH * PATCH)  # (h*w, 256)
+    tiles = full.view(h, patch, w, patch).permute(0, 2, 1, 3).reshape(h * w, patch * patch)  # (h*w, p*p)
     valid = (tiles >= 0) & (tiles < num_classes)
     counts = torch.zeros(h * w, num_classes + 1, dtype=torch.long)
     counts.scatter_add_(1, torch.where(valid, tiles, num_classes), torch.ones_like(tiles))  # last column: ignore
@@ -101,9 +110,9 @@ def cluster_panel(view: TokenView, palette: Sequence[Sequence[int]], num_cluster
     # An image whose tokens all carry one id is not reduced: every token is kept, so none is painted.
     ids = view.ids if view.reduced else np.zeros_like(view.ids)
     title = f"clusters: {view.tokens} of {1 + ids.size} tok" if view.reduced else "clusters: not reduced"
-    target = blank(H, W) if view.target is None else paint_tokens(view.image, view.target, colours)
+    target = blank(H, W) if view.target is None else paint_tokens(view.image, view.target, colours, view.patch)
     return panel(
-        [view.image, paint_tokens(view.image, ids, colours), target, colorize(view.pred, palette)],
+        [view.image, paint_tokens(view.image, ids, colours, view.patch), target, colorize(view.pred, palette)],
         ["image", title, "pseudo-label target", "prediction"],
     )
 
@@ -252,15 +261,16 @@ def feature_grid(seg: Segmentor, image: Tensor, layers: Sequence[int] | None = N
     if bad:
         raise ValueError(f"--layers {bad}: blocks must lie in [0, {depth})")
     x = image[None].to(next(seg.parameters()).device, torch.float32)
-    out = bb(seg.normalise(x), return_intermediates=True)
-    plan, blocks, x_inj = out.extra["plan"], out.extra["block_outputs"], out.extra["tokens_at_injection"]
+    out, record = bb.forward_intermediates(seg.normalise(x))
+    plan, blocks, x_inj = record.plan, record.block_outputs, record.tokens_at_injection
     B, L, C = x_inj.shape
     H, W = x.shape[2:]
-    h, w = -(-H // PATCH), -(-W // PATCH)
+    p = bb.patch_size
+    h, w = -(-H // p), -(-W // p)
     rgb = image.permute(1, 2, 0).cpu().numpy()
     colours = distinct_colours(bb.num_clusters)
     tokens = int(out.tokens_per_block[0, -1])
-    rows = [panel([rgb, paint_tokens(rgb, out.cluster_ids[0].view(h, w).cpu().numpy(), colours), blank(H, W, 255)],
+    rows = [panel([rgb, paint_tokens(rgb, out.cluster_ids[0].view(h, w).cpu().numpy(), colours, p), blank(H, W, 255)],
                   ["image", "clusters (kept = unpainted)", f"{tokens} of {L} tokens after merging"])]
 
     def patches(seq: Tensor) -> Tensor:  # (B*L, C) or (1, L, C) -> (N, C) patch tokens of image 0
@@ -276,12 +286,12 @@ def feature_grid(seg: Segmentor, image: Tensor, layers: Sequence[int] | None = N
             maps[1] = patches(unmerge(blocks[i], plan))
             maps[2] = patches(regenerate(blocks[i], x_inj, plan, bb.regenerator))
         basis = pca_basis(torch.cat([m for m in maps if m is not None]))
-        panes = [blank(H, W) if m is None else _upsample(pca_rgb(m, basis).reshape(h, w, 3), H, W) for m in maps]
+        panes = [blank(H, W) if m is None else _upsample(pca_rgb(m, basis).reshape(h, w, 3), H, W, p) for m in maps]
         rows.append(panel(panes, [f"block {i}: before merging", f"block {i}: after merging",
                                   f"block {i}: after regeneration"]))
     return grid(rows)
 
 
-def _upsample(tokens_rgb: np.ndarray, H: int, W: int) -> np.ndarray:
-    """(h, w, 3) per-token colours -> (H, W, 3), one 16x16 block per token (cropped to the image)."""
-    return np.repeat(np.repeat(tokens_rgb, PATCH, 0), PATCH, 1)[:H, :W]
+def _upsample(tokens_rgb: np.ndarray, H: int, W: int, patch: int) -> np.ndarray:
+    """(h, w, 3) per-token colours -> (H, W, 3), one patch x patch block per token (cropped to the image)."""
+    return np.repeat(np.repeat(tokens_rgb, patch, 0), patch, 1)[:H, :W]

@@ -64,7 +64,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]
 
 
 def paint_tokens(
-    image: np.ndarray, ids: np.ndarray, colours: Sequence[Sequence[int]], patch: int = 16, alpha: float = 0.6
+    image: np.ndarray, ids: np.ndarray, colours: Sequence[Sequence[int]], patch: int, alpha: float = 0.6
 ) -> np.ndarray:
     """Paint every merged token's patch in its cluster colour; kept tokens (id 0) stay untouched.
 

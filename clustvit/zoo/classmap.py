@@ -87,9 +87,13 @@ class ClassMapped(nn.Module):
         except AttributeError:
             return getattr(self._modules["model"], name)
 
-    def predict_logits(self, images: Tensor, masks: Tensor | None = None, oracle: bool = False) -> Tensor:
-        """(B, 3, H, W) RGB 0..255 -> (B, C_ours, H, W)."""
-        return map_logits(self.model.predict_logits(images, masks, oracle), self.source)
+    def forward(self, images: Tensor, cluster_ids: Tensor | None = None) -> Any:
+        """The wrapped model's output, logits in the checkpoint's own classes (``predict_logits`` maps them)."""
+        return self.model(images, cluster_ids)
+
+    def predict_logits(self, images: Tensor, guide: Tensor | None = None, run: Any = None) -> Tensor:
+        """(B, 3, H, W) RGB 0..255 -> (B, C_ours, H, W); ``guide`` and ``run`` as in ``Segmentor.predict_logits``."""
+        return map_logits(self.model.predict_logits(images, guide, run), self.source)
 
     def predict(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) RGB 0..255 -> (B, H, W) int64 labels of our classes."""

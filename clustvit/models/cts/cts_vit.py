@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,34 +36,19 @@ class CTSViT(VisionTransformer):
     """ViT backbone with content-aware token sharing; returns full-grid maps like the plain ViT."""
 
     def __init__(
-        self,
-        img_size: int | Sequence[int] = (512, 512),
-        patch_size: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        out_indices: int | Sequence[int] = -1,
-        final_norm: bool = True,
-        drop_path_rate: float = 0.0,
-        num_shared: int = 103,
-        policy_weights: str | os.PathLike | None = None,
+        self, num_shared: int = 103, policy_weights: str | os.PathLike | None = None, **vit_kwargs: Any
     ) -> None:
-        """Args (beyond the ViT's):
+        """Args:
             num_shared: super-patches shared per image at ``img_size`` (103 of 256 at 512x512); other
                 input sizes share the same fraction, rounded to an exact count.
-            policy_weights: policy-net weights (``tools/train_policynet.py`` output, or an official / timm
+            policy_weights: policy-net weights (``clustvit policy train`` output, or an official / timm
                 checkpoint). None keeps a randomly initialised policy (tests; weights loaded later).
+            vit_kwargs: the ``VisionTransformer`` arguments (img_size, patch_size, embed_dim, depth, ...).
         """
-        super().__init__(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, depth=depth,
-            num_heads=num_heads, mlp_ratio=mlp_ratio, out_indices=out_indices, final_norm=final_norm,
-            drop_path_rate=drop_path_rate,
-        )
+        super().__init__(**vit_kwargs)
         shared_budget(self.grid, num_shared, self.grid)  # validates num_shared against img_size
         self.num_shared = num_shared
-        self.policy_net = PolicyNet.from_pretrained(policy_weights) if policy_weights else PolicyNet(in_chans)
+        self.policy_net = PolicyNet.from_pretrained(policy_weights) if policy_weights else PolicyNet(self.patch_embed.proj.in_channels)
         # The policy is trained separately on ground truth and stays frozen (official CTS).
         self.policy_net.requires_grad_(False)
         self.policy_net.eval()
@@ -95,13 +80,11 @@ class CTSViT(VisionTransformer):
                 logits = F.interpolate(logits, size=(sh, sw), mode="nearest")
         return logits, logits.float().softmax(dim=1)[:, 1]
 
-    def forward(self, x: Tensor, cluster_ids: Tensor | None = None) -> BackboneOutput:
+    def forward(self, x: Tensor) -> BackboneOutput:
         """(B, 3, H, W) normalised image -> BackboneOutput with full-grid (B, C, h, w) maps.
 
         ``extra`` holds ``policy_logits`` (B, 2, h//2, w//2) and ``shared_mask`` (B, h//2, w//2) bool.
         """
-        if cluster_ids is not None:
-            raise ValueError("cluster_ids (oracle clusters) only apply to ClustViT backbones")
         p = self.patch_embed.patch_size
         B = x.shape[0]
         grid = (math.ceil(x.shape[2] / p), math.ceil(x.shape[3] / p))

@@ -1,4 +1,4 @@
-"""Training the CTS policy network on ground truth (the logic behind ``tools/train_policynet.py``).
+"""Training the CTS policy network on ground truth (``clustvit policy train`` runs it on a config's dataset).
 
 Target of a 32x32 super-patch: 1 ("share") when all its labelled pixels hold one class, else 0;
 ignore when it holds no labelled pixel. The loss is cross-entropy over super-patches.
@@ -8,19 +8,15 @@ ignore when it holds no labelled pixel. The loss is cross-entropy over super-pat
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clustvit.atomic import write_json_atomic
-from clustvit.models.cts.policy import PolicyNet, save_policy
+from clustvit.models.cts.policy import PolicyNet
 
 CELL = 32  # pixels per super-patch side: 2 x patch 16, and Lite0's output stride
 IGNORE_INDEX = 255
@@ -203,64 +199,3 @@ def evaluate_policy(model: PolicyNet, batches: Iterable[dict]) -> dict[str, floa
         inputs, masks = prepare(images, masks)
         score.update(model(inputs), superpatch_labels(masks))
     return score.result()
-
-
-def run(
-    config: str | os.PathLike,
-    work_dir: str | os.PathLike | None = None,
-    iters: int = 10_000,
-    lr: float = 1e-3,
-    batch_size: int | None = None,
-    init: str | os.PathLike | None = None,
-    cfg_options: list[str] | None = None,
-    device: str = "cpu",
-) -> dict:
-    """Train a policy net on the train split of a config's dataset, score it on val, save it.
-
-    Writes ``policynet.safetensors`` (what a CTS config's ``model.backbone.policy_weights`` points at)
-    and ``policy_metrics.json`` into ``work_dir`` (default ``work_dirs/policynet_<config name>``).
-
-    Args:
-        init: optional trunk weights to start from (e.g. timm ``efficientnet_lite0`` ImageNet weights).
-        batch_size: default: the config's ``data.batch_size``.
-    """
-    from torch.utils.data import DataLoader
-
-    from clustvit.configs import load_config, save_config
-    from clustvit.data import build_dataset, collate
-
-    cfg = load_config(config, cfg_options)
-    data = cfg["data"]
-    seed = cfg.get("runtime", {}).get("seed", 0)
-    torch.manual_seed(seed)
-    work = Path(work_dir) if work_dir else Path("work_dirs") / f"policynet_{Path(config).stem}"
-    work.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, work)
-
-    train_set, val_set = build_dataset(data, "train"), build_dataset(data, "val")
-    workers = data.get("num_workers", 0)
-    train_loader = DataLoader(
-        train_set, batch_size=batch_size or data.get("batch_size", 8), shuffle=True, drop_last=True,
-        num_workers=workers, collate_fn=collate, generator=torch.Generator().manual_seed(seed),
-    )
-    val_loader = DataLoader(val_set, batch_size=data.get("val_batch_size", 1), num_workers=workers,
-                            collate_fn=collate)
-
-    def epochs() -> Iterator[dict]:
-        # A new augmentation draw every pass over the data.
-        for epoch in itertools.count():
-            train_set.set_epoch(epoch)
-            yield from train_loader
-
-    model = PolicyNet.from_pretrained(init, allow_missing_head=True) if init else PolicyNet()
-    print(f"policy net: {len(train_set)} train / {len(val_set)} val images, {iters} iterations")
-    train_policy(model.to(device), epochs(), iters=iters, lr=lr, log=print)
-    metrics = evaluate_policy(model, val_loader)
-    print("val super-patches: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                           for k, v in metrics.items()))
-    save_policy(model, work / "policynet.safetensors")
-    result = {"config": str(config), "iters": iters, "lr": lr, "val": metrics,
-              "weights": str(work / "policynet.safetensors")}
-    write_json_atomic(work / "policy_metrics.json", result)
-    print(f"wrote {work / 'policynet.safetensors'}")
-    return result
