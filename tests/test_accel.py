@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from test_models import tiny_cfg
 from torch.utils.flop_counter import FlopCounterMode
 
-from clustvit.accel import accelerate, cast_weights, cpu, describe, plain
+from clustvit.accel import accelerate, amp_dtype, cast_weights, cpu, describe, plain
 from clustvit.models.build import build_segmentor
 from clustvit.models.vit import Attention
 
@@ -249,3 +249,10 @@ def test_host_choices_follow_the_cpu(capsys: pytest.CaptureFixture) -> None:
     err = capsys.readouterr().err.splitlines()
     assert err == ([f"clustvit: warning: this CPU has no bfloat16 instructions ({torch.backends.cpu.get_cpu_capability()}): "
                     "--amp runs emulated, several times slower than float32 here"] if emulated else [])
+
+
+def test_amp_dtype_is_one_rule_per_device() -> None:
+    """bfloat16 wherever the device has it; float16 (with loss scaling in training) only on older GPUs."""
+    assert amp_dtype("cpu") == torch.bfloat16
+    assert amp_dtype("cuda", cuda_bf16=True) == torch.bfloat16
+    assert amp_dtype("cuda", cuda_bf16=False) == torch.float16

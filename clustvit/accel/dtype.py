@@ -8,9 +8,17 @@ import torch
 from torch import nn
 
 
-def amp_dtype(device: torch.device | str) -> torch.dtype:
-    """The ``--amp`` dtype: bfloat16 on CPU (avx512_bf16 / AMX kernels), float16 on CUDA."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+def amp_dtype(device: torch.device | str, cuda_bf16: bool | None = None) -> torch.dtype:
+    """The ``--amp`` dtype, one rule for training, evaluation, prediction and the timing tools.
+
+    bfloat16 (the float32 exponent range: no overflow, no loss scaling), except on a CUDA GPU without
+    bfloat16 (before Ampere), which gets float16 (training then scales the loss). ``cuda_bf16``
+    replaces the device query (tests).
+    """
+    if torch.device(device).type != "cuda":
+        return torch.bfloat16
+    supported = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+    return torch.bfloat16 if supported else torch.float16
 
 
 def warn_if_emulated(device: torch.device | str) -> bool:

@@ -84,7 +84,7 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, amp: bool = F
         model: a ``Segmentor`` in eval mode.
         dataset: test-split dataset; ``dataset[i]`` -> image (3, h, w) uint8, mask (H, W) int64, path.
         device: where the model runs.
-        amp: bf16 (CPU) / fp16 (CUDA) autocast.
+        amp: autocast in ``accel.amp_dtype(device)``.
         rank, world_size: DDP sharding of the images.
         show_dir: write ``image | ground truth | prediction`` PNG panels here.
         out_dir: write the predicted label maps as PNGs here.

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from clustvit.accel.dtype import warn_if_emulated
+from clustvit.accel.dtype import amp_dtype, warn_if_emulated
 from clustvit.configs import Config, save_config
 from clustvit.engine import distributed
 from clustvit.engine.checkpoint import find_latest, list_checkpoints, rng_state, save_checkpoint
@@ -138,7 +138,7 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
     Args:
         cfg: resolved, validated config (``clustvit.configs.loader.load_config``).
         work_dir: run folder: resolved config, checkpoints, logs.
-        amp: bf16 autocast on CPU; fp16 autocast + GradScaler on CUDA.
+        amp: autocast in ``accel.amp_dtype(device)`` (bfloat16; float16 + GradScaler on GPUs without bf16).
         resume: continue from the latest complete checkpoint in `work_dir` (fresh start if none).
         tensorboard: write TensorBoard scalars.
         stop_signals: signal names that stop the run gracefully (after the current step, with a
@@ -209,9 +209,8 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
     optimizer = build_optimizer(model, cfg["optimizer"])
     lr_curve = poly_lr_curve(cfg["optimizer"]["lr"], max_iters, sched.get("power", 0.9),
                              sched.get("min_lr", 1e-4), sched.get("warmup_iters", 0)).tolist()
-    use_cuda_amp = amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda_amp)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    dtype = amp_dtype(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)  # float16 needs loss scaling
     if amp and dist_info.is_main:
         warn_if_emulated(device)
     skipped, last_ckpt, pending_val = 0, None, False
@@ -271,7 +270,7 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
             group["lr"] = lr
         images = batch["image"].to(device, non_blocking=True)  # (B, 3, H, W) uint8
         masks = batch["mask"].to(device, non_blocking=True)  # (B, H, W) int64, 255 = ignore
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
             losses = step(images, masks)
         bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
         # One all-reduce answers both questions, so every rank takes the same branch and stops after

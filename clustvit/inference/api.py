@@ -49,7 +49,7 @@ def load(
         checkpoint: our checkpoint or an official one; ``None`` (or ``"none"``) keeps random weights after a
             config, and takes the zoo entry's / folder's own weights after a name or folder.
         device: where to run.
-        amp: mixed precision (bfloat16 on CPU, float16 on CUDA).
+        amp: mixed precision in ``clustvit.accel.amp_dtype(device)`` (bfloat16; float16 on GPUs without it).
         cfg_options: ``key.path=value`` overrides of the config file.
         accel: run on the device's fast kernels (``clustvit.accel.accelerate``); False keeps the plain model.
 

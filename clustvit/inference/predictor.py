@@ -159,7 +159,7 @@ class Predictor:
         return x.to(self.device, torch.float32)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast on CPU, float16 on CUDA, when ``amp`` is on."""
+        """Autocast in ``accel.amp_dtype`` (bfloat16; float16 on GPUs without it) when ``amp`` is on."""
         if not self.amp:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=amp_dtype(self.device))
