@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
+from clustvit.configs import load_config, parse_overrides
+from clustvit.convert.weights import load_checkpoint
+from clustvit.models.build import build_segmentor
 from clustvit.models.segmentor import Segmentor
+from clustvit.zoo.classmap import CLASS_MAPS, ClassMapped
+from clustvit.zoo.download import fetch
+from clustvit.zoo.hub import is_hub_folder, read_pretrained
+from clustvit.zoo.table import ZOO
 
 NO_CHECKPOINT = ("", "none", "None")  # the CLI spelling of "random weights"
 
@@ -37,7 +44,6 @@ def resolve_config(config: str | os.PathLike | dict, cfg_options: Sequence[str] 
         if cfg_options:
             raise ValueError("cfg_options only apply to a config file path")
         return config
-    from clustvit.configs import load_config
 
     return load_config(Path(config), list(cfg_options or []))
 
@@ -54,8 +60,6 @@ class Resolved:
 
 def is_named_source(source: str | os.PathLike | dict) -> bool:
     """A hub folder or a zoo name: a source that brings its own weights."""
-    from clustvit.zoo.hub import is_hub_folder
-    from clustvit.zoo.table import ZOO
 
     return not isinstance(source, dict) and (is_hub_folder(source) or (str(source) in ZOO and not Path(source).exists()))
 
@@ -67,21 +71,15 @@ def resolve(
     progress: bool = True,
 ) -> Resolved:
     """Config, checkpoint and class map of a model source (see the module docstring); may download."""
-    from clustvit.zoo.hub import is_hub_folder, read_pretrained
-    from clustvit.zoo.table import ZOO
 
     if isinstance(source, dict):
         return Resolved(resolve_config(source, cfg_options), checkpoint, None, "<config dict>")
     if is_hub_folder(source):
         cfg, weights, class_map = read_pretrained(source)
         if cfg_options:
-            from clustvit.configs import parse_overrides
-
             cfg = _merged(cfg, parse_overrides(list(cfg_options)))
         return Resolved(cfg, weights if checkpoint is None else checkpoint, class_map, str(source))
     if str(source) in ZOO and not Path(source).exists():
-        from clustvit.zoo.download import fetch
-
         entry = ZOO[str(source)]
         cfg = resolve_config(entry.config, [*entry.cfg_options, *(cfg_options or [])])
         weights = fetch(entry, progress) if checkpoint is None else checkpoint
@@ -114,8 +112,6 @@ def build_model(
     run to run (a note goes to stderr). The config's ImageNet ``pretrained`` URL is never fetched here
     (it only initialises training), nor, with a checkpoint, CTS's ``policy_weights`` file.
     """
-    from clustvit.convert.weights import load_checkpoint
-    from clustvit.models.build import build_segmentor
 
     torch.manual_seed(seed)
     model_cfg = {**cfg["model"], "pretrained": None}
@@ -149,7 +145,5 @@ def load_model(
     r = resolve(config, checkpoint, cfg_options)
     model = build_model(r.cfg, r.checkpoint, device, seed)
     if map_classes and r.class_map:
-        from clustvit.zoo.classmap import CLASS_MAPS, ClassMapped
-
         model = ClassMapped(model, CLASS_MAPS[r.class_map])
     return model, r.cfg

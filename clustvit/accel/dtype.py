@@ -7,6 +7,8 @@ import sys
 import torch
 from torch import nn
 
+from clustvit.accel.cpu import native_bf16
+
 
 def amp_dtype(device: torch.device | str, cuda_bf16: bool | None = None) -> torch.dtype:
     """The ``--amp`` dtype, one rule for training, evaluation, prediction and the timing tools.
@@ -24,7 +26,6 @@ def amp_dtype(device: torch.device | str, cuda_bf16: bool | None = None) -> torc
 def warn_if_emulated(device: torch.device | str) -> bool:
     """Print one line to stderr if ``--amp`` on ``device`` would run emulated bfloat16 (a CPU without
     bf16 instructions, where it is several times slower than float32); returns whether it did."""
-    from clustvit.accel.cpu import native_bf16
 
     if torch.device(device).type != "cpu" or native_bf16():
         return False

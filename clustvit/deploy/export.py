@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clustvit.atomic import atomic_path
+from clustvit.data.build import build_pipeline
+from clustvit.data.transforms import resize
 from clustvit.models.segmentor import Segmentor
 
 
@@ -51,8 +53,6 @@ def default_shape(cfg: dict, seg: Segmentor) -> tuple[int, int]:
     if seg.test_mode == "slide":
         return tuple(seg.crop_size)
     if cfg.get("data"):
-        from clustvit.data.build import build_pipeline
-
         test = build_pipeline(cfg["data"], "test")
         if not test.keep_ratio:
             return int(test.scale[1]), int(test.scale[0])  # mmcv scale is (w, h)
@@ -105,7 +105,6 @@ def export_onnx(seg: Segmentor, path: str | os.PathLike, shape: Sequence[int], v
 
 def to_input(rgb: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """(h, w, 3) uint8 -> (1, 3, H, W) float32 0..255, bilinear resize to ``shape`` (as the test pipeline)."""
-    from clustvit.data.transforms import resize
 
     rgb, _ = resize(rgb, None, (int(shape[0]), int(shape[1])))
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)

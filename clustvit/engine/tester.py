@@ -9,9 +9,13 @@ from typing import Any
 
 import torch
 
+from clustvit.accel import accelerate, amp_dtype
 from clustvit.atomic import write_json_atomic
 from clustvit.configs import Config
+from clustvit.data import build_dataset
 from clustvit.engine.evaluate import evaluate
+from clustvit.loading import build_model, resolve
+from clustvit.zoo.classmap import CLASS_MAPS, ClassMapped, OfficialTargets
 
 
 def format_results(metrics: dict[str, Any], classes: tuple[str, ...] | list[str]) -> str:
@@ -56,10 +60,6 @@ def run_test(source: str | os.PathLike | Config, checkpoint: str | os.PathLike |
         The metrics (see ``clustvit.engine.evaluate.evaluate``) plus ``classes``, ``checkpoint``, ``source``,
         ``class_map`` and ``scoring``.
     """
-    from clustvit.accel import accelerate, amp_dtype
-    from clustvit.data import build_dataset
-    from clustvit.loading import build_model, resolve
-    from clustvit.zoo.classmap import CLASS_MAPS, ClassMapped, OfficialTargets
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     r = resolve(source, checkpoint, cfg_options)

@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader
 
 from clustvit.accel.dtype import amp_dtype, warn_if_emulated
 from clustvit.configs import Config, save_config
+from clustvit.convert.weights import load_pretrained_backbone, load_strict
+from clustvit.data import build_dataset, collate
 from clustvit.engine import distributed
 from clustvit.engine.checkpoint import find_latest, list_checkpoints, rng_state, save_checkpoint
 from clustvit.engine.evaluate import TokenCounter, evaluate
@@ -36,6 +38,7 @@ from clustvit.engine.logging import RunLogger
 from clustvit.engine.sampler import IterationBatchSampler
 from clustvit.engine.schedule import poly_lr_curve
 from clustvit.engine.stop import DEFAULT_STOP_SIGNALS, StopRequest, WorkerSignals, parse_signals
+from clustvit.models.build import build_segmentor
 
 
 class NonFiniteLossError(RuntimeError):
@@ -98,7 +101,6 @@ def init_pretrained(model: nn.Module, url: str | None, required: bool, log: RunL
     """Loads ImageNet weights into the backbone; offline, warns and keeps random init unless required."""
     if not url:
         return
-    from clustvit.convert.weights import load_pretrained_backbone
 
     local = Path(url).is_file() or Path(torch.hub.get_dir(), "checkpoints", Path(url).name).is_file()
     if not local and not url.startswith(("http://", "https://")):
@@ -124,7 +126,6 @@ def init_pretrained(model: nn.Module, url: str | None, required: bool, log: RunL
 
 def _build_data(cfg: Config, split: str, seed: int) -> Any:
     """The split's dataset; its augmentation seed is the run seed unless dataset_kwargs sets one."""
-    from clustvit.data import build_dataset
 
     data = dict(cfg["data"])
     data["dataset_kwargs"] = {"aug_seed": seed, **data.get("dataset_kwargs", {})}
@@ -175,8 +176,6 @@ def train(cfg: Config, work_dir: str | Path, amp: bool = False, resume: bool = F
 def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, resume: bool, tensorboard: bool,
            stop: StopRequest, lock: WorkDirLock, worker_signals: WorkerSignals | None) -> dict[str, Any]:
     """`train`'s body, run while the work dir is locked and the stop signals are caught."""
-    from clustvit.data import collate
-    from clustvit.models.build import build_segmentor
 
     # --- setup -------------------------------------------------------------------------------
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world_size
@@ -218,7 +217,6 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
     # --- resume, or initialise from ImageNet weights ----------------------------------------------
     if latest is not None:
         last_ckpt, ckpt = latest
-        from clustvit.convert.weights import load_strict
 
         # A changed architecture: one line listing the mismatched keys, not load_state_dict's traceback.
         load_strict(model, ckpt["model"], source=f"--resume: {last_ckpt}")

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from clustvit.data import DATASETS, build_dataset
+from clustvit.data.build import build_pipeline
 from clustvit.inference.predictor import Predictor
 from clustvit.loading import NO_CHECKPOINT, build_model, load_model, resolve_config  # noqa: F401 - re-exported
 from clustvit.viz.draw import distinct_colours
@@ -17,8 +19,6 @@ def dataset_meta(data_cfg: dict | None, num_classes: int) -> tuple[tuple[str, ..
     classes: Sequence[str] = ()
     palette: Sequence[Sequence[int]] = ()
     if data_cfg and data_cfg.get("type"):
-        from clustvit.data import DATASETS, build_dataset
-
         cls = DATASETS.get(data_cfg["type"])
         classes, palette = (cls.classes, cls.palette) if cls is not None else ((), ())
         if cls is not None and not classes:  # generated datasets (Synthetic) set them per instance
@@ -60,7 +60,6 @@ def load(
     classes, palette = dataset_meta(cfg.get("data"), model.num_classes)
     if not cfg.get("data"):
         return Predictor(model, None, True, classes, palette, amp, accel)  # no test pipeline: images run as given
-    from clustvit.data.build import build_pipeline
 
     test = build_pipeline(cfg["data"], "test")  # the config's resize, with TestPipeline's defaults filled in
     return Predictor(model, test.scale, test.keep_ratio, classes, palette, amp, accel)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clustvit.accel import accelerate, amp_dtype
+from clustvit.data.transforms import rescale_size, resize
 from clustvit.models.segmentor import Segmentor
 from clustvit.viz.draw import distinct_colours
 
@@ -150,7 +151,6 @@ class Predictor:
     def preprocess(self, rgb: np.ndarray) -> Tensor:
         """(H, W, 3) uint8 (or any :func:`as_rgb` input) -> (1, 3, h, w) float 0..255 on the model's device,
         resized as the test pipeline does."""
-        from clustvit.data.transforms import rescale_size, resize
 
         rgb = as_rgb(rgb)
         if self.scale is not None:

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustvit.data.build import build_dataset, build_pipeline
+from clustvit.data.transforms import rescale_size, resize
+from clustvit.inference.predict import collect_images, read_rgb
 from clustvit.models.losses import pseudo_labels
 from clustvit.models.merging import merge, regenerate, unmerge
 from clustvit.models.oracle import oracle_logits, seg_cluster_ids
@@ -130,9 +133,6 @@ def load_inputs(
     Returns:
         [(image (3, H, W) uint8, mask (H, W) int64 or None, name)].
     """
-    from clustvit.data.build import build_dataset, build_pipeline
-    from clustvit.data.transforms import rescale_size, resize
-    from clustvit.inference.predict import collect_images, read_rgb
 
     test = build_pipeline(cfg["data"], "test") if cfg.get("data") else None
 

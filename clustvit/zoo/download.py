@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from clustvit.convert.weights import CheckpointError, read_checkpoint
 from clustvit.zoo.table import ZooEntry
 
 _HASH = re.compile(r"-([a-f0-9]{8,64})\.[a-z]+$")  # torch.hub's convention, with at least 8 hex digits
@@ -80,7 +81,6 @@ def _download(url: str, tmp: Path, progress: bool) -> tuple[int, int | None]:
 
 def fetch(entry: ZooEntry, progress: bool = True) -> Path:
     """The local path of ``entry``'s checkpoint, downloading it first if it is not cached."""
-    from clustvit.convert.weights import CheckpointError, read_checkpoint
 
     dst = cache_path(entry)
     if dst.is_file():

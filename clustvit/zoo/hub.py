@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from clustvit.atomic import atomic_path, write_json_atomic, write_text_atomic
+from clustvit.zoo.classmap import CLASS_MAPS, ClassMapped
 
 FORMAT = "clustvit-hub-v1"
 LEGACY = ("dynseg", "dynseg-hub-v1")  # key and format written before the package was named clustvit
@@ -27,7 +28,6 @@ def is_hub_folder(path: str | os.PathLike) -> bool:
 
 def _unwrap(model: Any) -> tuple[nn.Module, str | None]:
     """(the segmentor itself, its class map's name) of a Segmentor, ClassMapped or Predictor."""
-    from clustvit.zoo.classmap import CLASS_MAPS, ClassMapped
 
     model = getattr(model, "model", model) if not isinstance(model, nn.Module) else model  # a Predictor
     if isinstance(model, ClassMapped):
