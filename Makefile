@@ -8,7 +8,7 @@ install:
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 
 demo: install
-	$(PY) -m clustvit.engine.demo
+	$(PY) -m clustvit demo
 
 test: install
 	$(PY) -m pytest -n 2 tests

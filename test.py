@@ -1,60 +1,13 @@
-"""Evaluate a checkpoint: ``python test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out DIR]``.
+"""``python test.py CONFIG CHECKPOINT ...`` (the seed's command) = ``clustvit test CONFIG CHECKPOINT ...``."""
 
-CHECKPOINT may be one of ours (``iter_N.pth``) or an official mmseg ClustViT/ViT checkpoint. Instead of
-CONFIG CHECKPOINT: a zoo name (``python -m clustvit.zoo list``; downloaded once) or a hub-style folder.
-The official SUIM checkpoints' 9 outputs map onto our 8 classes, scored as the official masks label
-them (SR counts as waterbody) so the mIoU compares with the seed's; ``--our-labels`` scores all 8.
-Prints aAcc, mIoU, mAcc, the per-class IoU/Acc table and the size-stratified recall, and writes
-them to ``WORK_DIR/results.json``.
-"""
-
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-from clustvit.configs import ConfigError
-from clustvit.engine.tester import run_test
-from clustvit.inference.runtime import tune_malloc
-from clustvit.loading import no_checkpoint, require_checkpoint
+from clustvit.cli import main as clustvit
+from clustvit.cli import seed_shim
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="config file, zoo name or hub-style folder")
-    p.add_argument("checkpoint", nargs="?", help="weights (optional for a zoo name or hub folder)")
-    p.add_argument("--work-dir", help="where results.json goes (default: the checkpoint's folder; "
-                   "work_dirs/<name> for a zoo name or hub folder)")
-    p.add_argument("--show-dir", help="write image | ground truth | prediction panels here")
-    p.add_argument("--out", help="write predicted label PNGs here")
-    p.add_argument("--split", default="test", choices=("val", "test"), help="dataset split (default: test)")
-    p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
-    p.add_argument("--no-accel", action="store_true", help="the plain model, without clustvit.accel's kernels")
-    p.add_argument("--our-labels", action="store_true",
-                   help="official SUIM checkpoints: score our 8 classes as they are (SR scores 0)")
-    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    tune_malloc()  # reuse freed activations instead of page-faulting fresh memory (clustvit/runtime.py)
-    try:
-        require_checkpoint(args.config, args.checkpoint)
-        if args.work_dir:
-            work_dir = args.work_dir
-        elif args.checkpoint is not None and not no_checkpoint(args.checkpoint):
-            work_dir = str(Path(args.checkpoint).resolve().parent)
-        else:
-            work_dir = str(Path("work_dirs") / Path(str(args.config)).stem)
-        run_test(args.config, args.checkpoint, work_dir, args.show_dir, args.out, amp=args.amp, split=args.split,
-                 cfg_options=args.cfg_options, official_scoring=not args.our_labels, accel=not args.no_accel)
-    except (ConfigError, ValueError) as e:  # includes unreadable/mismatched checkpoints and bad data
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+def main(argv: list[str]) -> int:
+    """``clustvit test ARGV`` for code that imports this script (it was a module with ``main``)."""
+    return clustvit(["test", *argv])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    seed_shim("test")

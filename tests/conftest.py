@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cli_module(name: str) -> ModuleType:
-    """The repo-root script ``name`` (train.py, test.py: not in a package) imported as a module."""
-    spec = importlib.util.spec_from_file_location(f"_cli_{name}", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_config(schedule: str) -> str:

@@ -1,12 +1,11 @@
-"""clust_analysis, show_intermediate_features and split_weights on the shared samples; images checked by content."""
+"""`clustvit analyse clusters|features` and `clustvit weights split|merge` on the shared samples; images checked
+by content."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from clustvit import cli
 from clustvit.convert.official import segmentor_from_official
 from clustvit.convert.weights import load_checkpoint
 from clustvit.inference.api import build_model, resolve_config
@@ -45,13 +45,6 @@ def need(path: Path) -> Path:
             pytest.fail(f"shared data missing: {path}")
         pytest.skip(f"shared data missing: {path}")
     return path
-
-
-def tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,7 @@ def test_clust_analysis_on_ade20k_with_a_checkpoint(tmp_path: Path, checkpoint: 
     out = tmp_path / "ca"
     argv = [str(CONFIG), str(checkpoint), "--data-root", str(ADE), "--split", "val", "--out", str(out), "--num", "2",
             "--cfg-options", *TINY]
-    assert tool("clust_analysis").main(argv) == 0
+    assert cli.main(["analyse", "clusters", *argv]) == 0
     assert "purity" in capsys.readouterr().out
     names = sorted(p.stem for p in (ADE / "images" / "validation").iterdir())
     assert sorted(p.name for p in out.glob("*.png")) == [f"{n}.png" for n in names]
@@ -122,7 +115,7 @@ def test_clust_analysis_oracle_clusters_paint_the_pseudo_labels(tmp_path: Path) 
     out = tmp_path / "oracle"
     argv = [str(CONFIG), "none", "--data-root", str(ADE), "--out", str(out), "--num", "1", "--oracle-clusters",
             "--cfg-options", *TINY]
-    assert tool("clust_analysis").main(argv) == 0
+    assert cli.main(["analyse", "clusters", *argv]) == 0
     (png,) = sorted(out.glob("*.png"))
     image, assign, target, _ = panes(png, 4)
     np.testing.assert_array_equal(assign, target)  # oracle ids are the pseudo-labels
@@ -138,20 +131,20 @@ def test_clust_analysis_on_plain_images_random_weights(tmp_path: Path) -> None:
     need(SUIM)
     out = tmp_path / "suim"
     argv = [str(CONFIG), "none", "--images", str(SUIM), "--out", str(out), "--num", "3", "--cfg-options", *TINY]
-    assert tool("clust_analysis").main(argv) == 0
+    assert cli.main(["analyse", "clusters", *argv]) == 0
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 3
     image, _, target, _ = panes(pngs[0], 4)
     assert (target == 96).all()  # no mask: the target pane is grey
     assert json.loads((out / "summary.json").read_text())["clusters"][0]["purity"] is None
-    assert tool("clust_analysis").main([str(CONFIG), "none", "--images", str(SUIM), "--oracle-clusters"]) == 2
+    assert cli.main(["analyse", "clusters", str(CONFIG), "none", "--images", str(SUIM), "--oracle-clusters"]) == 2
 
 
 def test_show_intermediate_features(tmp_path: Path, checkpoint: Path) -> None:
     img = need(SUIM) / "d_r_598_.jpg"
     for ckpt in ("none", str(checkpoint)):
         argv = [str(CONFIG), ckpt, str(img), "--out", str(tmp_path / ckpt[-4:]), "--cfg-options", *TINY]
-        assert tool("show_intermediate_features").main(argv) == 0
+        assert cli.main(["analyse", "features", *argv]) == 0
     grid = np.asarray(Image.open(tmp_path / ".pth" / "d_r_598__features.png").convert("RGB"))
     layers = (0, 1, 2)  # default: ip - 1, ip, last
     assert grid.shape == ((1 + len(layers)) * (TITLE_HEIGHT + H), 3 * W, 3)
@@ -181,13 +174,12 @@ def test_pca_rgb_separates_clusters() -> None:
 
 
 def test_split_weights_round_trip_ours_and_official(tmp_path: Path, checkpoint: Path) -> None:
-    split = tool("split_weights").main
-    assert split([str(checkpoint), "--out-dir", str(tmp_path / "ours")]) == 0
+    assert cli.main(["weights", "split", str(checkpoint), "--out-dir", str(tmp_path / "ours")]) == 0
     with safe_open(str(tmp_path / "ours" / "backbone.safetensors"), framework="pt") as f:
         keys, meta = list(f.keys()), f.metadata()
     assert "cls_token" in keys and "cluster.fc1.weight" in keys and not any(k.startswith("backbone.") for k in keys)
     assert json.loads(meta["config"])["model"]["backbone"]["embed_dim"] == 32
-    assert split([str(tmp_path / "ours"), "--merge", "--out", str(tmp_path / "ours.pth")]) == 0
+    assert cli.main(["weights", "merge", str(tmp_path / "ours"), "--out", str(tmp_path / "ours.pth")]) == 0
     merged = torch.load(tmp_path / "ours.pth", weights_only=True)
     original = torch.load(checkpoint, weights_only=True)["model"]
     assert merged["model"].keys() == original.keys()
@@ -195,10 +187,10 @@ def test_split_weights_round_trip_ours_and_official(tmp_path: Path, checkpoint: 
 
     d = torch.load(need(FIXTURE), weights_only=True)
     torch.save(d["state_dict"], tmp_path / "official.pth")
-    assert split([str(tmp_path / "official.pth"), "--out-dir", str(tmp_path / "off")]) == 0
-    assert split([str(tmp_path / "off"), "--merge", "--out", str(tmp_path / "off.pth")]) == 0
+    assert cli.main(["weights", "split", str(tmp_path / "official.pth"), "--out-dir", str(tmp_path / "off")]) == 0
+    assert cli.main(["weights", "merge", str(tmp_path / "off"), "--out", str(tmp_path / "off.pth")]) == 0
     a, b = segmentor_from_official(d["config"]), segmentor_from_official(d["config"])
     load_checkpoint(a, tmp_path / "official.pth")
     load_checkpoint(b, tmp_path / "off.pth")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert split([str(tmp_path / "missing.pth")]) == 2
+    assert cli.main(["weights", "split", str(tmp_path / "missing.pth")]) == 2

@@ -3,11 +3,13 @@ and policy training on synthetic scenes."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
+from clustvit import cli
 from clustvit.data.synthetic import Synthetic
 from clustvit.models.cts import CTSViT, PolicyNet, convert_policy_state_dict, save_policy
 from clustvit.models.cts.sharing import (
@@ -199,22 +201,16 @@ def test_policy_training_beats_chance_on_held_out_synthetic() -> None:
 
 
 def test_train_policynet_cli_writes_loadable_weights(tmp_path) -> None:
-    """The real tool on the demo config's synthetic data: 2 iterations, tiny images."""
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("train_policynet", root / "tools" / "train_policynet.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    result = tool.main([
-        str(root / "config" / "demo" / "segmenter_vit-demo_synthetic.py"), "--work-dir", str(tmp_path),
+    """`clustvit policy train` on the demo config's synthetic data: 2 iterations, tiny images."""
+    assert cli.main([
+        "policy", "train", "segmenter_vit-demo_synthetic", "--work-dir", str(tmp_path),
         "--iters", "2", "--batch-size", "2", "--cfg-options",
         "data.train_pipeline.scale=(64,64)", "data.train_pipeline.crop_size=(64,64)",
         "data.test_pipeline.scale=(64,64)", "data.dataset_kwargs.num_eval_images=2",
         "data.dataset_kwargs.image_size=64",
-    ])
-    assert result["val"]["cells"] == 2 * 4
+    ]) == 0
+    result = json.loads((tmp_path / "policy_metrics.json").read_text())
+    assert result["val"]["cells"] == 2 * 4 and result["iters"] == 2
     weights = tmp_path / "policynet.safetensors"
     assert (tmp_path / "policy_metrics.json").is_file() and (tmp_path / "config.json").is_file()
     cts = CTSViT(img_size=(64, 64), embed_dim=16, depth=1, num_heads=2, num_shared=1, policy_weights=weights)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,10 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from clustvit import cli
 from clustvit.deploy.export import ExportedSegmentor, to_input, verify
-from clustvit.inference.api import build_model, resolve_config
+from clustvit.deploy.runtime import ExportedPredictor
+from clustvit.inference.api import build_model, dataset_meta, resolve_config
 from clustvit.inference.predict import read_rgb
+from clustvit.inference.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 SUIM = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples" / "SUIM" / "TEST" / "images"
@@ -43,11 +46,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     seg.backbone.cluster.fc2.weight.data *= 30  # decisive cluster arg-maxes: images merge, and differently
     ckpt = tmp / "tiny.pth"
     torch.save({"format": "clustvit-v1", "model": seg.state_dict(), "config": cfg, "iter": 1}, ckpt)
-    spec = importlib.util.spec_from_file_location("export_onnx", REPO / "tools" / "export_onnx.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     out = tmp / "tiny.onnx"
-    argv = [str(DEMO), str(ckpt), "--out", str(out), "--shape", *map(str, SHAPE), "--verify", str(SUIM),
+    argv = ["export", str(DEMO), str(ckpt), "--out", str(out), "--shape", *map(str, SHAPE), "--verify", str(SUIM),
             "--cfg-options", *TINY]
     assert cli.main(argv) == 0
     return out, ckpt
@@ -96,9 +96,6 @@ def test_export_wrapper_matches_predict_logits(exported: tuple[Path, Path]) -> N
 
 def _reference_predictor(ckpt: Path):
     """PyTorch's Predictor on the exported checkpoint, resizing to the graph's fixed size."""
-    from clustvit.inference.api import dataset_meta
-    from clustvit.inference.predictor import Predictor
-
     cfg = resolve_config(DEMO, TINY)
     classes, palette = dataset_meta(cfg["data"], 6)
     return Predictor(build_model(cfg, ckpt), (SHAPE[1], SHAPE[0]), False, classes, palette, accel=False)
@@ -107,8 +104,6 @@ def _reference_predictor(ckpt: Path):
 def test_exported_graph_runs_without_the_model(exported: tuple[Path, Path]) -> None:
     """clustvit.deploy.runtime (onnxruntime here; OpenVINO runs in its own process below): the config's classes and
     palette come from the file, and the labels at each image's own size are PyTorch's."""
-    from clustvit.deploy.runtime import ExportedPredictor
-
     onnx_path, ckpt = exported
     reference = _reference_predictor(ckpt)
     deployed = ExportedPredictor(onnx_path, "onnxruntime", threads=1)
@@ -124,19 +119,15 @@ def test_exported_graph_runs_without_the_model(exported: tuple[Path, Path]) -> N
 
 def test_predict_cli_on_an_exported_graph_with_openvino(exported: tuple[Path, Path], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
-    """`python -m clustvit.inference.predict MODEL.onnx IMAGES --out DIR` on OpenVINO, fp32 and bf16, each in its own
+    """`clustvit predict MODEL.onnx IMAGES --out DIR` on OpenVINO, fp32 and bf16, each in its own
     process (OpenVINO loaded into a process that later trains with DataLoader workers can crash it): the
     label PNGs are PyTorch's labels. Wrong runtimes and arguments are one line each."""
-    from PIL import Image
-
-    from clustvit.inference import predict
-
     onnx_path, ckpt = exported
     reference = _reference_predictor(ckpt)
     expected = {image.stem: reference.predict(read_rgb(image)) for image in sorted(SUIM.iterdir())}
     for amp, line in ((False, "(openvino)"), (True, "(openvino, bf16)")):
         out = tmp_path / f"amp{int(amp)}"
-        run = subprocess.run([sys.executable, "-m", "clustvit.inference.predict", str(onnx_path), str(SUIM), "--out", str(out),
+        run = subprocess.run([sys.executable, "-m", "clustvit", "predict", str(onnx_path), str(SUIM), "--out", str(out),
                               "--backend", "openvino", "--overlay", *(["--amp"] if amp else [])],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
         assert run.returncode == 0, run.stderr[-2000:]
@@ -145,15 +136,15 @@ def test_predict_cli_on_an_exported_graph_with_openvino(exported: tuple[Path, Pa
                          for stem, labels in expected.items()])
         assert agree > (0.8 if amp else 0.999), (amp, agree)  # bf16 (where the CPU has it) moves near-ties
         assert len(list(out.glob("*_overlay.png"))) == 5
-    assert predict.main([str(onnx_path), str(SUIM), "--out", str(tmp_path / "o2"), "--backend", "onnxruntime",
-                         "--amp"]) == 2
+    assert cli.main(["predict", str(onnx_path), str(SUIM), "--out", str(tmp_path / "o2"), "--backend",
+                     "onnxruntime", "--amp"]) == 2
     assert capsys.readouterr().err.strip() == ("error: bf16: onnxruntime's CPU provider has no bfloat16 kernels, "
                                                "expected backend 'openvino'")
     (tmp_path / "bad.onnx").write_bytes(b"not a graph")
-    assert predict.main([str(tmp_path / "bad.onnx"), str(SUIM), "--out", str(tmp_path / "o3"),
-                         "--backend", "onnxruntime"]) == 2
+    assert cli.main(["predict", str(tmp_path / "bad.onnx"), str(SUIM), "--out", str(tmp_path / "o3"),
+                     "--backend", "onnxruntime"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path / 'bad.onnx'}: onnxruntime cannot load it as a model (") and "\n" not in err
-    assert predict.main([str(tmp_path / "missing.onnx"), str(SUIM), "--out", str(tmp_path / "o4")]) == 2
+    assert cli.main(["predict", str(tmp_path / "missing.onnx"), str(SUIM), "--out", str(tmp_path / "o4")]) == 2
     assert "missing.onnx: no such ONNX file" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

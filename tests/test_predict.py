@@ -1,4 +1,4 @@
-"""`clustvit.load(...).predict` and `python -m clustvit.inference.predict` on the shared SUIM samples, random and saved weights."""
+"""`clustvit.load(...).predict` and `clustvit predict` on the shared SUIM samples, random and saved weights."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clustvit import cli
 from clustvit.inference.api import load, resolve_config
-from clustvit.inference.predict import main
 from clustvit.models.build import build_segmentor
 from clustvit.viz.draw import colorize, overlay
 
@@ -78,7 +78,7 @@ def test_predict_cli_writes_labels_and_overlays(tmp_path: Path, checkpoint: Path
     files = samples()
     out = tmp_path / "out"
     argv = [str(DEMO), str(checkpoint), str(SUIM), "--out", str(out), "--overlay", "--cfg-options", *TINY]
-    assert main(argv) == 0
+    assert cli.main(["predict", *argv]) == 0
     predictor = load(DEMO, checkpoint, cfg_options=TINY)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{f.stem}.png" for f in files] + [f"{f.stem}_overlay.png" for f in files]
@@ -99,11 +99,12 @@ def test_predict_cli_writes_labels_and_overlays(tmp_path: Path, checkpoint: Path
 
 def test_predict_cli_random_weights_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     one = samples()[0]
-    assert main([str(DEMO), "none", str(one), "--out", str(tmp_path), "--amp", "--cfg-options", *TINY]) == 0
+    assert cli.main(["predict", str(DEMO), "none", str(one), "--out", str(tmp_path), "--amp",
+                     "--cfg-options", *TINY]) == 0
     label = np.asarray(Image.open(tmp_path / f"{one.stem}.png"))
     assert label.shape == (480, 640)
     # bfloat16 autocast on CPU: nearly every pixel as in float32 (random logits are close together).
     assert (label == load(DEMO, None, cfg_options=TINY).predict(read(one))).mean() > 0.9
-    assert main([str(DEMO), "none", str(tmp_path / "missing.jpg"), "--out", str(tmp_path)]) == 2
+    assert cli.main(["predict", str(DEMO), "none", str(tmp_path / "missing.jpg"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and "missing.jpg" in err

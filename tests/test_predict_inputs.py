@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clustvit import cli
 from clustvit.data.base import read_image
 from clustvit.data.datasets import ADE20K
 from clustvit.inference.api import load
-from clustvit.inference.predict import main
 from clustvit.inference.predictor import as_rgb, upsampled_argmax
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_a_folder_with_broken_files_is_done_except_those_and_resumes(tmp_path: P
     (src / "notes.jpg").write_text("not an image\n")
     argv = [str(DEMO), "none", str(src), "--out", str(out), "--cfg-options", *TINY]
 
-    assert main(argv) == 1
+    assert cli.main(["predict", *argv]) == 1
     cap = capsys.readouterr()
     errors = [line for line in cap.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and errors[0].startswith(f"error: {src / 'cut.jpg'}: cannot decode image")
@@ -79,14 +79,14 @@ def test_a_folder_with_broken_files_is_done_except_those_and_resumes(tmp_path: P
     kept = {name: (out / name).stat().st_mtime_ns for name in ("good_0.png", "good_2.png")}
     lost = (out / "good_1.png").read_bytes()
     (out / "good_1.png").unlink()
-    assert main([*argv, "--skip-existing"]) == 1
+    assert cli.main(["predict", *argv, "--skip-existing"]) == 1
     assert capsys.readouterr().out.strip() == (f"wrote 1 label PNG(s) to {out}; 2 skipped (already there); "
                                                "2 failed (listed above)")
     assert (out / "good_1.png").read_bytes() == lost
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
     # Only good files: exit 0.
-    assert main([str(DEMO), "none", str(src / "good_0.png"), "--out", str(tmp_path / "o2"), "--cfg-options",
-                 *TINY]) == 0
+    assert cli.main(["predict", str(DEMO), "none", str(src / "good_0.png"), "--out", str(tmp_path / "o2"),
+                     "--cfg-options", *TINY]) == 0
 
 
 # ------------------------------------------------------------------------ EXIF orientation
@@ -104,7 +104,8 @@ def test_exif_orientation_is_applied_like_the_official_decoder(tmp_path: Path, p
     official = cv2.cvtColor(cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert official.shape == upright.shape and np.abs(official.astype(int) - upright).max() <= 2
 
-    assert main([str(DEMO), "none", str(path), "--out", str(tmp_path / "out"), "--cfg-options", *TINY]) == 0
+    assert cli.main(["predict", str(DEMO), "none", str(path), "--out", str(tmp_path / "out"),
+                     "--cfg-options", *TINY]) == 0
     label = np.asarray(Image.open(tmp_path / "out" / "phone.png"))
     np.testing.assert_array_equal(label, predictor.predict(upright))  # the size and orientation viewers show
 

@@ -12,15 +12,13 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
+from clustvit import cli
 from clustvit.data import SUIM
 from clustvit.data.prep_rumexweeds import LABEL_IDS
 from clustvit.data.prep_suim import decode_suim_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "samples"
-sys.path.insert(0, str(REPO / "tools"))
-import rumexweeds_prepare  # noqa: E402
-import suim_mask_convert  # noqa: E402
 
 # Class histograms (BW HD PF WR RO RI FV SR) of the five official SUIM test masks.
 SUIM_HIST = {
@@ -53,6 +51,7 @@ def test_decode_thresholds_each_channel_at_128():
 def test_suim_cli_converts_real_masks_exactly(samples, tmp_path):
     root = tmp_path / "SUIM"
     shutil.copytree(samples / "SUIM", root)
+    # The seed's `python tools/suim_mask_convert.py ROOT`, as a real process: the tools/ shim works.
     run = subprocess.run([sys.executable, str(REPO / "tools/suim_mask_convert.py"), str(root)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -78,7 +77,7 @@ def test_suim_reports_bad_files_and_converts_the_rest(samples, tmp_path, capsys)
     noisy = np.asarray(small).astype(np.int16)
     noisy = np.clip(noisy + np.where(noisy > 127, -40, 40) * (np.arange(noisy.size).reshape(noisy.shape) % 2), 0, 255)
     Image.fromarray(noisy.astype(np.uint8)).save(masks / "n_l_100_.bmp")  # half size, colours off by 40
-    assert suim_mask_convert.main([str(tmp_path / "SUIM"), "--no-progress"]) == 1
+    assert cli.main(["data", "suim", str(tmp_path / "SUIM"), "--no-progress"]) == 1
     out = capsys.readouterr()
     assert "4 masks converted, 1 resized, 2 failed" in out.out
     errors = [line for line in out.err.splitlines() if line.startswith("error:")]
@@ -114,7 +113,7 @@ def _polygon_oracle(xml_path: Path, name: str, h: int, w: int) -> tuple[np.ndarr
 def test_rumexweeds_cli_writes_masks_matching_polygons(samples, tmp_path):
     root = tmp_path / "RumexWeeds"
     shutil.copytree(samples / "RumexWeeds", root)
-    assert rumexweeds_prepare.main([str(root), "--no-progress"]) == 0
+    assert cli.main(["data", "rumexweeds", str(root), "--no-progress"]) == 0
     counts = {s: len(list((root / "processed" / s / "masks").glob("*.png"))) for s in ("train", "val", "test")}
     assert counts == {"train": 5, "val": 2, "test": 2}
     name = Path(RUMEX_IMG0).name
@@ -145,7 +144,7 @@ def test_rumexweeds_label_rules_order_and_bad_files(samples, tmp_path, capsys):
     xml_path.write_text(text.replace(first, first + extra))
     split = root / "dataset_splits/random_train.txt"
     split.write_text(split.read_text() + "\n  \n20210806_hegnstrup/seq0/imgs/missing.png\n")
-    assert rumexweeds_prepare.main([str(root), "--no-progress"]) == 1
+    assert cli.main(["data", "rumexweeds", str(root), "--no-progress"]) == 1
     out = capsys.readouterr()
     assert "9 images prepared" in out.out and "1 failed" in out.out
     assert "missing.png: cannot prepare" in out.err and len(out.err.strip().splitlines()) == 1
@@ -173,7 +172,7 @@ def test_prep_tools_size_masks_by_the_upright_image(samples, tmp_path, capsys):
     upright = np.asarray(Image.open(image).convert("RGB"))  # (480, 640, 3)
     _turned_for_orientation_6(image, upright, "JPEG")
     assert Image.open(image).size == (480, 640)  # stored 480 wide, 640 high
-    assert suim_mask_convert.main([str(root), "--no-progress"]) == 0
+    assert cli.main(["data", "suim", str(root), "--no-progress"]) == 0
     assert "5 masks converted, 0 resized, 0 failed" in capsys.readouterr().out
     labels = np.asarray(Image.open(root / "TEST/masks_label/n_l_52_.png"))
     assert labels.shape == (480, 640) and np.bincount(labels.ravel(), minlength=8).tolist() == SUIM_HIST["n_l_52_"]
@@ -186,6 +185,6 @@ def test_prep_tools_size_masks_by_the_upright_image(samples, tmp_path, capsys):
     png = rumex / RUMEX_IMG0
     _turned_for_orientation_6(png, np.asarray(Image.open(png).convert("RGB")), "PNG")
     assert Image.open(png).size == (150, 240)
-    assert rumexweeds_prepare.main([str(rumex), "--no-progress"]) == 0
+    assert cli.main(["data", "rumexweeds", str(rumex), "--no-progress"]) == 0
     mask = np.asarray(Image.open(rumex / "processed/test/masks" / Path(RUMEX_IMG0).name))
     assert mask.shape == (150, 240) and np.bincount(mask.ravel(), minlength=3).tolist() == [34559, 726, 715]

@@ -1,4 +1,4 @@
-"""Instant runs of the real train.py / test.py: tiny models (width 32, depth 2), 64x64 images, few iterations.
+"""Instant runs of the real `clustvit train` / `clustvit test` (and the seed's train.py): tiny models (width 32, depth 2), 64x64 images, few iterations.
 
 Covers: train then test on synthetic data and on the shared SUIM samples; 2N iterations straight ==
 N + resume + N bit for bit; SIGKILL at a random moment then resume == uninterrupted; non-finite
@@ -19,10 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_module, tiny_config
+from conftest import tiny_config
+from PIL import Image
 
+from clustvit import cli
 from clustvit.configs import load_config
-from clustvit.engine.trainer import NonFiniteLossError, train
+from clustvit.data.prep_suim import convert_suim
+from clustvit.engine.trainer import NonFiniteLossError, PretrainedUnavailableError, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -50,8 +53,8 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
     assert not bad, f"differ: {bad[:5]}"
 
 
-def test_instant_train_then_testcli_module(tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture) -> None:
-    work = tmp_path / "run"
+def test_instant_train_then_test(tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture) -> None:
+    work = tmp_path / "run"  # the seed's `python train.py CONFIG ...`, as a real process: the shim works
     r = subprocess.run([sys.executable, "train.py", str(tiny), "--work-dir", str(work), "--cfg-options",
                         "schedule.max_iters=4"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -64,15 +67,13 @@ def test_instant_train_then_testcli_module(tmp_path: Path, tiny: Path, capsys: p
     assert json.loads((work / "config.json").read_text())["schedule"]["max_iters"] == 4
     assert list((work / "tb").glob("events.out.tfevents.*"))
     capsys.readouterr()
-    assert cli_module("test").main([str(tiny), str(work / "iter_4.pth"), "--work-dir", str(tmp_path / "eval"),
-                              "--show-dir", str(tmp_path / "show"), "--out", str(tmp_path / "out")]) == 0
+    assert cli.main(["test", str(tiny), str(work / "iter_4.pth"), "--work-dir", str(tmp_path / "eval"),
+                     "--show-dir", str(tmp_path / "show"), "--out", str(tmp_path / "out")]) == 0
     stdout = capsys.readouterr().out
     res = json.loads((tmp_path / "eval/results.json").read_text())
     assert len(res["IoU"]) == 6 and 0 <= res["mIoU"] <= 100 and res["num_images"] == 4
     assert {"aAcc", "mAcc", "recall_small", "recall_huge", "tokens_kept"} <= res.keys()
     assert "mIoU" in stdout and "| sky" in stdout
-    from PIL import Image
-
     panels = sorted((tmp_path / "show").glob("*.png"))
     assert len(panels) == 4 and Image.open(panels[0]).size == (3 * 64, 64)
     labels = sorted((tmp_path / "out").glob("*.png"))
@@ -84,8 +85,6 @@ def test_instant_suim_samples(tmp_path: Path, tiny: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{SUIM_SAMPLES} missing")
         pytest.skip(f"{SUIM_SAMPLES} missing")
-    from clustvit.data.prep_suim import convert_suim
-
     root = tmp_path / "suim"
     for split in ("train_val", "TEST"):  # the 5 shared test images serve as both splits
         shutil.copytree(SUIM_SAMPLES / "TEST", root / split)
@@ -94,9 +93,9 @@ def test_instant_suim_samples(tmp_path: Path, tiny: Path) -> None:
     leaf = tmp_path / "suim_tiny.py"
     leaf.write_text(f'_base_ = "{tiny}"\nmodel = dict(num_classes=8)\n'
                     f'data = dict(type="SUIM", root="{root}", dataset_kwargs=dict(_delete_=True))\n')
-    assert cli_module("train").main([str(leaf), "--work-dir", str(tmp_path / "w"), "--no-tensorboard",
-                               "--cfg-options", "schedule.max_iters=3"]) == 0
-    assert cli_module("test").main([str(leaf), str(tmp_path / "w/iter_3.pth"), "--work-dir", str(tmp_path / "e")]) == 0
+    assert cli.main(["train", str(leaf), "--work-dir", str(tmp_path / "w"), "--no-tensorboard",
+                     "--cfg-options", "schedule.max_iters=3"]) == 0
+    assert cli.main(["test", str(leaf), str(tmp_path / "w/iter_3.pth"), "--work-dir", str(tmp_path / "e")]) == 0
     res = json.loads((tmp_path / "e/results.json").read_text())
     assert res["classes"][0] == "waterbody" or len(res["classes"]) == 8
     assert res["num_images"] == 5 and len(res["IoU"]) == 8
@@ -125,9 +124,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) ->
     ref = tmp_path / "ref"
     train(load_config(tiny, opts), ref, tensorboard=False)
     work = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "train.py", str(tiny), "--work-dir", str(work), "--no-tensorboard",
-                             "--cfg-options", *opts], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "clustvit", "train", str(tiny), "--work-dir", str(work),
+                             "--no-tensorboard", "--cfg-options", *opts], cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     target = random.Random(os.getpid()).randint(3, 14)  # kill somewhere after iteration `target` completes
     while not (work / f"iter_{target}.pth").exists() and proc.poll() is None and time.time() < deadline:
@@ -135,8 +134,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, tiny: Path) ->
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (work / "iter_24.pth").exists(), "the run finished before it could be killed"
-    assert cli_module("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard",
-                               "--cfg-options", *opts]) == 0
+    assert cli.main(["train", str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard",
+                     "--cfg-options", *opts]) == 0
     _assert_same(_weights(ref / "iter_24.pth"), _weights(work / "iter_24.pth"))
     assert _losses(work) == _losses(ref)
     assert not list(work.glob(".*tmp")) and len(list(work.glob("iter_*.pth"))) == 3  # keep last 3
@@ -150,8 +149,8 @@ def test_nonfinite_loss_stops_or_skips(tmp_path: Path, tiny: Path, capsys: pytes
     with pytest.raises(NonFiniteLossError, match=r"iteration 3: non-finite loss loss_\w+ = nan.*iter_2\.pth"):
         train(load_config(tiny, opts), work, tensorboard=False)
     assert [p.name for p in work.glob("iter_*.pth")] == ["iter_2.pth"]  # the last good one, nothing after
-    assert cli_module("train").main([str(tiny), "--work-dir", str(tmp_path / "cli"), "--no-tensorboard",
-                               "--cfg-options", *opts]) == 3
+    assert cli.main(["train", str(tiny), "--work-dir", str(tmp_path / "cli"), "--no-tensorboard",
+                     "--cfg-options", *opts]) == 3
     assert "iteration 3: non-finite loss" in capsys.readouterr().err
     skip = tmp_path / "skip"
     out = train(load_config(tiny, [*opts, "runtime.skip_nonfinite=True"]), skip, tensorboard=False)
@@ -168,8 +167,8 @@ def test_torchrun_two_processes_match_one(tmp_path: Path, tiny: Path) -> None:
     train(load_config(tiny, [*opts, "data.batch_size=4"]), single, tensorboard=False)
     ddp = tmp_path / "two"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "train.py", str(tiny), "--work-dir", str(ddp), "--no-tensorboard", "--cfg-options", *opts,
-                        "data.batch_size=2"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
+                        "-m", "clustvit", "train", str(tiny), "--work-dir", str(ddp), "--no-tensorboard",
+                        "--cfg-options", *opts, "data.batch_size=2"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = _weights(single / "iter_4.pth"), _weights(ddp / "iter_4.pth")
     for k in a:
@@ -188,8 +187,6 @@ def test_amp_bf16_and_pretrained_fallback(tmp_path: Path, tiny: Path, capsys: py
     assert "WARNING: model.pretrained: cannot load" in capsys.readouterr().err  # warned, trained anyway
     rows = _losses(tmp_path / "amp")
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
-    from clustvit.engine.trainer import PretrainedUnavailableError
-
     with pytest.raises(PretrainedUnavailableError, match="absent_vit.pth"):
         train(load_config(tiny, [f"model.pretrained='{missing}'", "runtime.require_pretrained=True"]),
               tmp_path / "req", tensorboard=False)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_module, tiny_config
+from conftest import tiny_config
 
+from clustvit import cli
 from clustvit.atomic import WriteError
 from clustvit.configs import load_config
 from clustvit.engine.checkpoint import read_training_checkpoint, save_checkpoint
@@ -75,7 +76,7 @@ def test_sigint_stops_after_the_step_then_resume_is_bit_identical(tmp_path: Path
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     try:
-        rc = cli_module("train").main([str(tiny), "--work-dir", str(work), "--no-tensorboard"])
+        rc = cli.main(["train", str(tiny), "--work-dir", str(work), "--no-tensorboard"])
     finally:
         sender.join(30)
         signal.signal(signal.SIGINT, previous)
@@ -91,7 +92,7 @@ def test_sigint_stops_after_the_step_then_resume_is_bit_identical(tmp_path: Path
     assert [r["iter"] for r in _records(work / "val.jsonl")] == list(range(1, stopped))  # stopped's is pending
     assert not list(work.glob(".*.tmp"))
 
-    assert cli_module("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 0
+    assert cli.main(["train", str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 0
     ref, got = (torch.load(d / "iter_12.pth", weights_only=True) for d in (reference, work))
     assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
     assert _records(work / "log.jsonl") == _records(reference / "log.jsonl")
@@ -156,7 +157,7 @@ def test_torchrun_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(
     work, log = tmp_path / "w", tmp_path / "torchrun.log"
     opts = ["schedule.max_iters=400", "schedule.checkpoint_interval=400", "schedule.val_interval=401",
             "data.num_workers=1"]
-    with open(log, "w") as out:
+    with open(log, "w") as out:  # the seed's `torchrun ... train.py CONFIG`: the shim under torchrun
         proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                                  "train.py", str(tiny), "--work-dir", str(work), "--no-tensorboard",
                                  "--cfg-options", *opts], cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT)
@@ -168,7 +169,7 @@ def test_torchrun_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(
         ranks = {_rank(p): p for p in _children(proc.pid)}
         assert sorted(ranks) == [0, 1], ranks
         # The work dir is taken: one line naming the process that holds it (rank 0), nothing touched.
-        assert cli_module("train").main([str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 2
+        assert cli.main(["train", str(tiny), "--work-dir", str(work), "--resume", "--no-tensorboard"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {work}: in use by another run (pid {ranks[0]},"), err
         workers = _children(ranks[0])
@@ -252,15 +253,15 @@ def test_file_size_limit_mid_write_one_line_and_nothing_lost(tmp_path: Path, tin
     """The kernel refuses bytes past RLIMIT_FSIZE (EFBIG) in the middle of torch's zip write: exit 4, one line
     naming the checkpoint and the bytes it needs; the previous checkpoint and the log are intact, no temp."""
     opts = ["schedule.max_iters=4", "schedule.checkpoint_interval=2", "schedule.val_interval=5"]
-    assert cli_module("train").main([str(tiny), "--work-dir", str(tmp_path), "--no-tensorboard", "--cfg-options",
-                               *opts, "schedule.max_iters=2"]) == 0
+    assert cli.main(["train", str(tiny), "--work-dir", str(tmp_path), "--no-tensorboard", "--cfg-options",
+                     *opts, "schedule.max_iters=2"]) == 0
     before = (tmp_path / "iter_2.pth").read_bytes()
     capsys.readouterr()
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))  # config and log lines stay below it
     try:
-        rc = cli_module("train").main([str(tiny), "--work-dir", str(tmp_path), "--resume", "--no-tensorboard",
-                                 "--cfg-options", *opts])
+        rc = cli.main(["train", str(tiny), "--work-dir", str(tmp_path), "--resume", "--no-tensorboard",
+                       "--cfg-options", *opts])
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]

@@ -1,70 +1,10 @@
-"""Export the whole segmentor to ONNX, with ClustViT's data-dependent token merging in the graph.
+"""``python tools/export_onnx.py CONFIG [CHECKPOINT] --out model.onnx ...`` = ``clustvit export ...``."""
 
-    python tools/export_onnx.py CONFIG [CHECKPOINT] --out model.onnx [--shape H W] [--verify IMAGE...]
-
-Inputs: ``image`` (1, 3, H, W) float RGB 0..255. Outputs: ``logits`` (1, n_cls, H, W), ``tokens`` (1,)
-(the sequence length after merging; it varies per image) and, for ClustViT, ``cluster_ids`` (1, N).
-``--verify`` runs onnxruntime on real images and prints the max abs logit difference to PyTorch and
-the share of pixels whose arg-max agrees. The file carries the class names and palette; run it with
-``python -m clustvit.inference.predict model.onnx IMAGES --out DIR`` (onnxruntime or OpenVINO, ``clustvit.deploy.runtime``).
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from clustvit.deploy.export import default_shape, export_onnx, metadata, verify  # noqa: E402
-from clustvit.inference.api import dataset_meta  # noqa: E402
-from clustvit.loading import load_model  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="config file, zoo name (python -m clustvit.zoo list) or hub folder")
-    parser.add_argument("checkpoint", nargs="?", default=None,
-                        help="checkpoint (ours or official); default: a zoo name's / hub folder's own, else random")
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="input size (default: test size)")
-    parser.add_argument("--verify", nargs="+", default=[], metavar="IMAGE", help="images/folders to check on")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options)
-        shape = tuple(args.shape) if args.shape else default_shape(cfg, seg)
-        if any(s <= 0 for s in shape):
-            raise ValueError(f"--shape {shape}: expected positive H W")
-        t0 = time.perf_counter()
-        classes, palette = dataset_meta(cfg.get("data"), seg.num_classes)
-        source = f"{args.config}" + (f" {args.checkpoint}" if args.checkpoint else "")
-        path = export_onnx(seg, args.out, shape, meta=metadata(classes, palette, source))
-        print(f"exported {path} (input 1x3x{shape[0]}x{shape[1]}) in {time.perf_counter() - t0:.1f} s")
-        if args.verify:
-            from clustvit.inference.predict import collect_images, read_rgb
-
-            files = collect_images(args.verify)
-            results = verify(path, seg, [read_rgb(f) for f in files], shape)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.verify:
-        print(f"{'image':<28} {'max|diff|':>10} {'agree':>8} {'tokens onnx/torch':>18} {'same ids':>9}")
-        for f, r in zip(files, results):
-            print(f"{f.name:<28} {r['max_abs_diff']:10.2e} {100 * r['agreement']:7.3f}% "
-                  f"{r['tokens_onnx']:>9}/{r['tokens_torch']:<8} {100 * r.get('ids_agreement', 1.0):8.2f}%")
-        worst = max(r["max_abs_diff"] for r in results)
-        agree = min(r["agreement"] for r in results)
-        print(f"max abs logit diff {worst:.2e}, min pixel arg-max agreement {100 * agree:.3f}%")
-        ties = sum(r["disagree_pixels"] - r["disagree_not_tie"] for r in results)
-        if ties:
-            print(f"{ties} differing pixel(s) are float near-ties (PyTorch top-2 margin <= 2 x max|diff|); "
-                  f"{sum(r['disagree_not_tie'] for r in results)} are not")
-    return 0
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install`
+from clustvit.cli import seed_shim  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    seed_shim("export")

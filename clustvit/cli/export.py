@@ -1,0 +1,62 @@
+"""``clustvit export``: the whole segmentor as ONNX, ClustViT's data-dependent token merging in the graph.
+
+    clustvit export CONFIG [CHECKPOINT] --out model.onnx [--shape H W] [--verify IMAGE...]
+
+Inputs: ``image`` (1, 3, H, W) float RGB 0..255. Outputs: ``logits`` (1, n_cls, H, W), ``tokens`` (1,)
+(the sequence length after merging; it varies per image) and, for ClustViT, ``cluster_ids`` (1, N).
+``--verify`` runs onnxruntime on real images and prints the max abs logit difference to PyTorch and
+the share of pixels whose arg-max agrees. The file carries the class names and palette; run it with
+``clustvit predict model.onnx IMAGES --out DIR`` (onnxruntime or OpenVINO, ``clustvit.deploy.runtime``).
+Exit status: 0 exported (and verified); 2 bad config, checkpoint, shape or image (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from clustvit.deploy.export import default_shape, export_onnx, metadata, verify
+from clustvit.inference.api import dataset_meta
+from clustvit.inference.predict import collect_images, read_rgb
+from clustvit.loading import load_model
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
+    p.add_argument("config", help="config file or name, zoo name (clustvit zoo list) or hub folder")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="checkpoint (ours or official); default: a zoo name's / hub folder's own, else random")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="input size (default: test size)")
+    p.add_argument("--verify", nargs="+", default=[], metavar="IMAGE", help="images/folders to check on")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export (and verify); a bad input raises ValueError / FileNotFoundError before anything is printed."""
+    seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options)
+    shape = tuple(args.shape) if args.shape else default_shape(cfg, seg)
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"--shape {shape}: expected positive H W")
+    t0 = time.perf_counter()
+    classes, palette = dataset_meta(cfg.get("data"), seg.num_classes)
+    source = f"{args.config}" + (f" {args.checkpoint}" if args.checkpoint else "")
+    path = export_onnx(seg, args.out, shape, meta=metadata(classes, palette, source))
+    print(f"exported {path} (input 1x3x{shape[0]}x{shape[1]}) in {time.perf_counter() - t0:.1f} s")
+    if not args.verify:
+        return 0
+    files = collect_images(args.verify)
+    results = verify(path, seg, [read_rgb(f) for f in files], shape)
+    print(f"{'image':<28} {'max|diff|':>10} {'agree':>8} {'tokens onnx/torch':>18} {'same ids':>9}")
+    for f, r in zip(files, results):
+        print(f"{f.name:<28} {r['max_abs_diff']:10.2e} {100 * r['agreement']:7.3f}% "
+              f"{r['tokens_onnx']:>9}/{r['tokens_torch']:<8} {100 * r.get('ids_agreement', 1.0):8.2f}%")
+    worst = max(r["max_abs_diff"] for r in results)
+    agree = min(r["agreement"] for r in results)
+    print(f"max abs logit diff {worst:.2e}, min pixel arg-max agreement {100 * agree:.3f}%")
+    ties = sum(r["disagree_pixels"] - r["disagree_not_tie"] for r in results)
+    if ties:
+        print(f"{ties} differing pixel(s) are float near-ties (PyTorch top-2 margin <= 2 x max|diff|); "
+              f"{sum(r['disagree_not_tie'] for r in results)} are not")
+    return 0
