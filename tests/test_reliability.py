@@ -3,7 +3,7 @@
 Covered elsewhere (see docs/RELIABILITY.md): SIGKILL/resume/non-finite (test_train), bad data per
 dataset (test_datasets), prep tools (test_prep_tools), transforms (test_transforms), config values
 (test_config), checkpoint readers in-process (test_models). Here the same failures go through the real
-``train.py`` / ``test.py`` processes: non-zero exit, one line on stderr, no traceback, nothing written.
+``clustvit train`` / ``clustvit test`` commands: non-zero exit, one line on stderr, no traceback, nothing written.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_module, tiny_config
+from conftest import tiny_config
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from clustvit import cli
 from clustvit.configs import load_config
 from clustvit.convert.weights import CheckpointError, load_checkpoint
 from clustvit.engine.checkpoint import find_latest, read_training_checkpoint, save_checkpoint
@@ -211,7 +212,7 @@ def _ade_layout(root: Path, bad: str) -> None:
 
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[list[str], list[str]]]]:
-    """Writes every bad input; returns the folder and case -> (argv of train.py / test.py, words of the error)."""
+    """Writes every bad input; returns the folder and case -> (argv of `clustvit`, words of the error)."""
     root = tmp_path_factory.mktemp("cli")
     tiny = root / "tiny.py"
     tiny.write_text(TINY)
@@ -219,7 +220,7 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     for name, (text, words) in BAD_CONFIGS.items():
         leaf = root / f"{name}.py"
         leaf.write_text(text if "_base_" in text else f'_base_ = "tiny.py"\n{text}')
-        cases[f"train_{name}"] = (["train.py", str(leaf), "--work-dir", str(root / f"w_{name}")],
+        cases[f"train_{name}"] = (["train", str(leaf), "--work-dir", str(root / f"w_{name}")],
                                   [*words, "no_such_base" if name == "missing_base" else leaf.name])
     # Checkpoints: a good one to damage, one of another architecture, a text file, a code-running pickle.
     cfg = load_config(tiny)
@@ -235,18 +236,18 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
                         "evil": ["not a loadable checkpoint", "GLOBAL posix.system"],
                         "deeper": ["does not fit the model", "unexpected (12)", "backbone.blocks.2.attn.qkv.weight"]
                         }.items():
-        cases[f"test_{name}"] = (["test.py", str(tiny), str(root / f"{name}.pth"), "--work-dir", str(root / f"e_{name}")],
+        cases[f"test_{name}"] = (["test", str(tiny), str(root / f"{name}.pth"), "--work-dir", str(root / f"e_{name}")],
                                  [f"{name}.pth", *words])
-    # Data: a truncated image, met by test.py (read in-process) and train.py (read in a DataLoader worker).
+    # Data: a truncated image, met by `clustvit test` (read in-process) and `clustvit train` (in a DataLoader worker).
     _ade_layout(root / "ade", "a_0002.jpg")
     ade = root / "ade_tiny.py"
     ade.write_text(f'_base_ = "tiny.py"\nmodel = dict(num_classes=150)\n'
                    f'data = dict(type="ADE20K", root="{root / "ade"}", num_workers=1, dataset_kwargs=dict(_delete_=True))\n')
     torch.save({"model": build_segmentor(load_config(ade)["model"]).state_dict()}, root / "ade150.pth")
     words = ["a_0002.jpg", "cannot decode image"]
-    cases["test_corrupt_image"] = (["test.py", str(ade), str(root / "ade150.pth"), "--work-dir", str(root / "e_ade")],
+    cases["test_corrupt_image"] = (["test", str(ade), str(root / "ade150.pth"), "--work-dir", str(root / "e_ade")],
                                    words)
-    cases["train_corrupt_image"] = (["train.py", str(ade), "--work-dir", str(root / "w_ade"), "--no-tensorboard"],
+    cases["train_corrupt_image"] = (["train", str(ade), "--work-dir", str(root / "w_ade"), "--no-tensorboard"],
                                     words)
     return root, cases
 
@@ -272,19 +273,21 @@ CLI_CASES = [f"train_{n}" for n in BAD_CONFIGS] + [f"test_{n}" for n in ("notes"
 
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_cli_bad_input_one_line_error(bad_inputs, case: str, capsys: pytest.CaptureFixture) -> None:
-    """Each script's main() in this process: an escaping exception here is the bare traceback a user would see."""
+    """Each command through ``clustvit.cli.main`` in this process: an escaping exception here is the bare
+    traceback a user would see."""
     root, cases = bad_inputs
-    (script, *argv), words = cases[case]
+    argv, words = cases[case]
     if case == "train_corrupt_image":
-        argv += ["--cfg-options", "data.num_workers=0"]  # the worker path runs in the real process below
-    rc = cli_module(script.removesuffix(".py")).main(argv)
+        argv = [*argv, "--cfg-options", "data.num_workers=0"]  # the worker path runs in the real process below
+    rc = cli.main(argv)
     out = capsys.readouterr()
     _check_one_line_error(case, root, words, rc, out.out, out.err)
 
 
 def _run(argv: list[str]) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    r = subprocess.run([sys.executable, *argv], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
+    r = subprocess.run([sys.executable, "-m", "clustvit", *argv], cwd=REPO, env=ENV, capture_output=True, text=True,
+                       timeout=180)
     return r, time.perf_counter() - start
 
 
@@ -445,8 +448,8 @@ def test_repeated_sigkill_stress(tmp_path: Path, tiny: Path) -> None:
     work, done, mid_write = tmp_path / "killed", 0, 0
     while not (work / f"iter_{last}.pth").exists():
         resume = ["--resume"] if work.exists() else []
-        proc = subprocess.Popen([sys.executable, "train.py", str(tiny), "--work-dir", str(work), "--no-tensorboard",
-                                 *resume, "--cfg-options", *opts], cwd=REPO, env=ENV,
+        proc = subprocess.Popen([sys.executable, "-m", "clustvit", "train", str(tiny), "--work-dir", str(work),
+                                 "--no-tensorboard", *resume, "--cfg-options", *opts], cwd=REPO, env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if done < kills:
             before = {p.name for p in work.glob("iter_*.pth")}
