@@ -1,13 +1,13 @@
-"""tools/bench_official.py without the official environment: our half for real, the worker protocol
+"""``clustvit bench official`` without the official environment: our half for real, the worker protocol
 against a stand-in process written here, and the real worker's protocol and oracle logic (it needs
 only torch until it loads an official model)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from torch import nn
 
 from clustvit.accel import accelerate
 from clustvit.bench import common as bench
+from clustvit.bench import official, official_worker
+from clustvit.cli import command_parser, main
 from clustvit.configs import load_config
 from clustvit.models.losses import pseudo_labels
 
@@ -61,16 +63,9 @@ for line in sys.stdin:
 '''
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tool():
-    return _tool("bench_official")
+def _run(argv: list[str], worker_command: list[str]) -> dict:
+    """``clustvit bench official ARGV``'s parsing and run, with a stand-in for the official worker."""
+    return official.run(command_parser("bench").parse_args(["official", *argv]), worker_command=worker_command)
 
 
 def _stand_in(tmp_path: Path, fail: str = "") -> list[str]:
@@ -84,9 +79,9 @@ def _args(tmp_path: Path, *extra: str) -> list[str]:
             "--device", "cpu", "--work-dir", str(tmp_path / "out"), *extra]
 
 
-def test_both_sides_table_and_json(tool, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    res = tool.main(_args(tmp_path, "--oracle-clusters", "--pair", DEMO_VIT, "vit.py", "--pair", DEMO_CLUST, "cl.py"),
-                    worker_command=_stand_in(tmp_path))
+def test_both_sides_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    res = _run(_args(tmp_path, "--oracle-clusters", "--pair", DEMO_VIT, "vit.py", "--pair", DEMO_CLUST, "cl.py"),
+               worker_command=_stand_in(tmp_path))
     saved = json.loads((tmp_path / "out" / "bench_official.json").read_text())
     assert [r["name"] for r in saved["rows"]] == ["segmenter_vit-demo_synthetic", "segmenter_clustvit-demo_synthetic"]
     assert saved["num_images"] == 2 and saved["threads"] == 1 and saved["repeats"] == 3
@@ -122,20 +117,34 @@ def test_both_sides_table_and_json(tool, tmp_path: Path, capsys: pytest.CaptureF
 
 @pytest.mark.parametrize(("fail", "message"), [("load", "'load': KeyError: no such config"),
                                                ("time", "exited during 'time' (rc 3): 'Segmentation fault in the official kernel'")])
-def test_worker_failures_are_one_line(tool, tmp_path: Path, fail: str, message: str) -> None:
-    with pytest.raises(tool.OfficialError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
-        tool.main(_args(tmp_path, "--pair", DEMO_VIT, "vit.py"), worker_command=_stand_in(tmp_path, fail))
+def test_worker_failures_are_one_line(tmp_path: Path, fail: str, message: str) -> None:
+    with pytest.raises(official.OfficialError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        _run(_args(tmp_path, "--pair", DEMO_VIT, "vit.py"), worker_command=_stand_in(tmp_path, fail))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "out" / "bench_official.json").exists()
 
 
-def test_missing_official_checkout_is_one_line(tool, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="not an official ClustViT checkout"):
-        tool.main(["--official-src", str(tmp_path), "--device", "cpu"])
+def test_missing_official_checkout_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "official", "--official-src", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an official ClustViT checkout" in err[0]
+
+
+def test_real_worker_is_a_standalone_script_beside_the_driver() -> None:
+    """The driver starts the worker by path; it runs without clustvit (the official environment has none)."""
+    assert official.WORKER == Path(official_worker.__file__).resolve() and official.WORKER.is_file()
+    source = official.WORKER.read_text()
+    assert "import clustvit" not in source and "from clustvit" not in source
+    code = ("import runpy, sys; sys.modules['clustvit'] = None; sys.argv = ['w']; "  # importing clustvit would fail
+            f"runpy.run_path({str(official.WORKER)!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], input='{"cmd": "quit"}\n', capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"ok": True}
 
 
 def test_real_worker_protocol_errors() -> None:
-    worker = _tool("official_worker")
+    worker = official_worker
     lines = ['{"cmd": "time"}', '{"cmd": "bogus"}', "not json", '{"cmd": "quit"}', '{"cmd": "time"}']
     out = io.StringIO()
     assert worker.serve(io.StringIO("\n".join(lines) + "\n"), out) == 0
@@ -147,7 +156,7 @@ def test_real_worker_protocol_errors() -> None:
 
 
 def test_oracle_clusterer_runs_the_module_and_answers_the_ids() -> None:
-    worker = _tool("official_worker")
+    worker = official_worker
     torch.manual_seed(0)
     inner = nn.Linear(8, 4)
     rows = [torch.tensor([0, 3, 1, 2, 0]), torch.tensor([1, 1, 0, 0, 3]), torch.tensor([2, 0, 0, 0, 0])]

@@ -1,9 +1,8 @@
-"""tools/device_check.py runs end to end on CPU (``--smoke``: tiny models), so it cannot rot while no GPU
+"""``clustvit bench device`` runs end to end on CPU (``--smoke``: tiny models), so it cannot rot while no GPU
 is around: the report's structure, every parity fixture checked and passed, every timing row filled."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ import torch
 
 from clustvit import parity
 from clustvit.bench import device_check as dc
+from clustvit.bench import device_run
+from clustvit.cli import command_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -29,8 +30,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Complete
             pytest.fail(f"fixtures ({FIXTURES}) or SUIM samples ({SUIM}) missing")
         pytest.skip("fixtures or SUIM samples missing")
     out = tmp_path_factory.mktemp("device_check")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "device_check.py"), "--device", "cpu", "--smoke", "--out", str(out),
+    proc = subprocess.run(  # its own process: DDP's process group, torch.compile's caches, TF32 switched off
+        [sys.executable, "-m", "clustvit", "bench", "device", "--device", "cpu", "--smoke", "--out", str(out),
          "--fixtures", str(FIXTURES), "--data-root", str(SUIM)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
@@ -99,26 +100,20 @@ def test_batch_invariance_counts_flipped_pixels() -> None:
     assert dc.compare_predictions(alone, alone.clone())["passed"]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("device_check_tool", ROOT / "tools" / "device_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not (FIXTURES / "vit_mini.pt").exists(), reason="no vit_mini fixture")
 def test_failures_are_recorded_not_raised(tmp_path: Path) -> None:
     """A wrong fixture, a fixture of unknown structure and a crashing section each become a failed
     correctness entry in the JSON (with the error), and the run goes on."""
-    tool = _tool()
+    tool = device_run
     folder = tmp_path / "fixtures"
     folder.mkdir()
     d = torch.load(FIXTURES / "vit_mini.pt", weights_only=True)
     d["outputs"]["outs"][0] = d["outputs"]["outs"][0] + 1e-3
     torch.save(d, folder / "vit_mini.pt")
     torch.save({"case": "mystery", "config": {"type": "Mystery"}}, folder / "mystery.pt")
-    run = tool.Run(tool.parse_args(["--device", "cpu", "--smoke", "--out", str(tmp_path / "out"),
-                                    "--fixtures", str(folder)]), torch.device("cpu"))
+    args = command_parser("bench").parse_args(["device", "--device", "cpu", "--smoke", "--out", str(tmp_path / "out"),
+                                               "--fixtures", str(folder)])
+    run = tool.Run(tool.fill_defaults(args), torch.device("cpu"))
     run.section("parity fixtures", lambda: tool.check_fixtures(run), correctness=True)
     run.section("crashing section", lambda: 1 / 0, correctness=True)
     report = json.loads((tmp_path / "out" / "device_check.json").read_text())

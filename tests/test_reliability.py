@@ -487,7 +487,7 @@ def test_efficiency_tools_fail_in_one_line(tmp_path: Path):
     cases = [
         (["tools/get_flops.py", demo, "--shape", "64", "64", "--cfg-options", "model.backbone.num_clusters=0"],
          "model.backbone.num_clusters"),
-        (["tools/count_tokens.py", demo, str(evil), "--shape", "64", "64"], "evil.pth"),
+        (["-m", "clustvit", "bench", "tokens", demo, str(evil), "--shape", "64", "64"], "evil.pth"),
     ]
     for args, named in cases:
         proc = subprocess.run([sys.executable, *args], cwd=repo, capture_output=True, text=True, timeout=120)

@@ -369,10 +369,13 @@ def test_reproduce_tables_prints_every_column(tmp_path: Path, capsys: pytest.Cap
     tables = tmp_path / "tables.json"
     tables.write_text(json.dumps({"tiny": dict(title="Tiny", dataset="ADE20K", rows=rows)}))
     out = tmp_path / "out"
-    result = _tool("reproduce_tables").main([
-        "tiny", "--tables", str(tables), "--data-root", str(ADE / "ADEChallengeData2016"), "--checkpoint",
-        f"segmenter_vit-tiny={tmp_path / 'vit.pth'}", "--work-dirs", str(tmp_path / "runs"), "--repeat-times", "1",
-        "--limit", "2", "--out", str(out)])
+    from clustvit.cli import main as cli_main
+
+    assert cli_main([
+        "bench", "tables", "tiny", "--tables", str(tables), "--data-root", str(ADE / "ADEChallengeData2016"),
+        "--checkpoint", f"segmenter_vit-tiny={tmp_path / 'vit.pth'}", "--work-dirs", str(tmp_path / "runs"),
+        "--repeat-times", "1", "--limit", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
     printed = capsys.readouterr().out
     got = result["rows"]
     assert [r["status"] for r in got] == ["given", "work dir", "no checkpoint"]
@@ -422,7 +425,7 @@ def test_official_suim_checkpoint_through_test_py_and_the_tools(server: Server, 
                                                                  capsys: pytest.CaptureFixture) -> None:
     """A 9-output official-format SUIM checkpoint, by zoo name: test.py scores our 8 classes through the map
     (predictions = the map applied to the raw outputs; SR, which the head cannot predict, scored as BW or,
-    with --our-labels, as itself), and get_fps / get_flops take the name too."""
+    with --our-labels, as itself), and `clustvit bench fps` / `flops` take the name too."""
     from clustvit.convert.weights import to_official
     from clustvit.data import build_dataset
 
@@ -472,13 +475,17 @@ def test_official_suim_checkpoint_through_test_py_and_the_tools(server: Server, 
     assert ours["IoU"][0] <= seed["IoU"][0]
     assert server.requests == {"/files/106": 1}  # downloaded once, then the cache
 
-    fps = _tool("get_fps").main([entry.name, "--shape", "64", "64", "--repeat-times", "1",
-                                 "--work-dir", str(tmp_path / "fps")])
+    from clustvit.cli import main as cli_main
+
+    assert cli_main(["bench", "fps", entry.name, "--shape", "64", "64", "--repeat-times", "1",
+                     "--work-dir", str(tmp_path / "fps")]) == 0
+    fps = json.loads((tmp_path / "fps" / "fps.json").read_text())
     assert fps["checkpoint"] is None and fps["img_s_median"] > 0
-    flops = _tool("get_flops").main([entry.name, "--shape", "64", "64", "--work-dir", str(tmp_path / "flops")])
-    assert flops["gflops_mean"] > 0
-    with pytest.raises(ValueError, match="give a CHECKPOINT"):
-        _tool("get_fps").main([str(config), "--shape", "64", "64"])
+    assert cli_main(["bench", "flops", entry.name, "--shape", "64", "64", "--work-dir", str(tmp_path / "flops")]) == 0
+    assert json.loads((tmp_path / "flops" / "gflops.json").read_text())["gflops_mean"] > 0
+    capsys.readouterr()
+    assert cli_main(["bench", "fps", str(config), "--shape", "64", "64"]) == 2
+    assert "give a CHECKPOINT" in capsys.readouterr().err
 
 
 def test_a_cts_checkpoint_needs_no_policy_weights_file(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark suite behind docs/BENCHMARKS.md: ViT-b vs ClustViT-b (Segmenter and UPerNet, k3/ip3 and
 # k4/ip4) on the SUIM and ADE20K samples with oracle clusters, batch 1 and 8, fp32 and bf16, plus cost
-# against resolution, ours against the official implementation itself (tools/bench_official.py, when
+# against resolution, ours against the official implementation itself (`clustvit bench official`, when
 # OFFICIAL_SRC names an official checkout), our CPU path against eager PyTorch, torch.compile,
-# onnxruntime and OpenVINO (tools/bench_backends.py), what each accelerated kernel and bf16 buy, and
-# the kernel rates (tools/bench_kernels.py). Every A/B row is one `tools/benchmark.py` run (both models
-# in one process, alternating).
+# onnxruntime and OpenVINO (`clustvit bench backends`), what each accelerated kernel and bf16 buy, and
+# the kernel rates (`clustvit bench kernels`). Every A/B row is one `clustvit bench compare` run (both
+# models in one process, alternating). `clustvit bench report OUT_DIR` makes the tables.
 #
 #   [OFFICIAL_SRC=DIR [OFFICIAL_PY=PY]] tools/run_benchmarks.sh DEVICE OUT_DIR SUIM_ROOT ADE_ROOT [REPEATS] [THREADS] [QUICK]
 #   e.g. OFFICIAL_SRC=/tmp/official-env/src tools/run_benchmarks.sh cpu bench_out data/suim data/ade/ADEChallengeData2016 7 2
@@ -14,6 +14,7 @@
 # (bash ../shared/peers/clustvit-official/setup.sh DIR builds DIR/src and DIR/venv); OFFICIAL_PY defaults
 # to DIR/../venv/bin/python.
 set -euo pipefail
+CLUSTVIT=(python3 -m clustvit)  # works in a checkout without `pip install` too (run from its root)
 DEVICE=$1; OUT=$2; SUIM=$3; ADE=$4; REPEATS=${5:-7}; THREADS=${6:-0}; QUICK=${7:-0}
 mkdir -p "$OUT"
 S=config/clustvit/others; V=config/vit
@@ -21,12 +22,12 @@ THR=(); [ "$THREADS" != 0 ] && THR=(--threads "$THREADS")
 bench() {  # name, config A, config B, extra args...
   local name=$1 a=$2 b=$3; shift 3
   echo "### $name: $*" | tee -a "$OUT/summary.txt"
-  python3 tools/benchmark.py "$a" "$b" --oracle-clusters --device "$DEVICE" --repeats "$REPEATS" "${THR[@]}" \
+  "${CLUSTVIT[@]}" bench compare "$a" "$b" --oracle-clusters --device "$DEVICE" --repeats "$REPEATS" "${THR[@]}" \
     --work-dir "$OUT/$name" "$@" 2>&1 | tee "$OUT/$name.log" | tail -n 5 | tee -a "$OUT/summary.txt"
 }
 SUIM_ARGS=(--data-root "$SUIM" --split test)
 if [ "$DEVICE" = cpu ]; then  # CPU kernel rates (GEMM MKL vs oneDNN, attention)
-  python3 tools/bench_kernels.py "${THR[@]}" --work-dir "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log"
+  "${CLUSTVIT[@]}" bench kernels "${THR[@]}" --work-dir "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log"
 fi
 for bs in 1 8; do
   for amp in fp32 bf16; do
@@ -49,7 +50,7 @@ if [ -n "${OFFICIAL_SRC:-}" ] && [ "$DEVICE" = cpu ]; then
   OPY=(); [ -n "${OFFICIAL_PY:-}" ] && OPY=(--official-python "$OFFICIAL_PY")
   for bs in 1 8; do
     echo "### official_b$bs" | tee -a "$OUT/summary.txt"
-    python3 tools/bench_official.py --official-src "$OFFICIAL_SRC" "${OPY[@]}" "${SUIM_ARGS[@]}" --oracle-clusters \
+    "${CLUSTVIT[@]}" bench official --official-src "$OFFICIAL_SRC" "${OPY[@]}" "${SUIM_ARGS[@]}" --oracle-clusters \
       --device cpu --batch-size $bs --repeats "$REPEATS" "${THR[@]}" --work-dir "$OUT/official_b$bs" 2>&1 \
       | tee "$OUT/official_b$bs.log" | tail -n 3 | tee -a "$OUT/summary.txt"
   done
@@ -73,6 +74,6 @@ for size in 256 512 768 1024; do
 done
 if [ "$DEVICE" = cpu ]; then  # our CPU path against the library paths (eager, torch.compile, onnxruntime, OpenVINO)
   echo "### backends" | tee -a "$OUT/summary.txt"
-  python3 tools/bench_backends.py "${SUIM_ARGS[@]}" --oracle-clusters --device cpu --repeats "$REPEATS" "${THR[@]}" \
+  "${CLUSTVIT[@]}" bench backends "${SUIM_ARGS[@]}" --oracle-clusters --device cpu --repeats "$REPEATS" "${THR[@]}" \
     --work-dir "$OUT/backends" 2>&1 | tee "$OUT/backends.log" | tail -n 21 | tee -a "$OUT/summary.txt"
 fi

@@ -1,9 +1,9 @@
-"""What ``tools/device_check.py`` measures, as functions that run the same on CPU and CUDA.
+"""What ``clustvit bench device`` measures, as functions that run the same on CPU and CUDA.
 
 Correctness (batch invariance, host synchronisations per forward), inference and training-step timing,
 and the training paths that only a GPU exercises in earnest (fp16 with ``GradScaler``, DDP). Every
-function takes a built model and device tensors; the tool builds the models, orders the sections and
-writes the report. ClustViT's clusters come from the masks (oracle, ``clustvit.bench.common``) everywhere, so
+function takes a built model and device tensors; ``clustvit.bench.device_run`` builds the models, orders
+the sections and writes the report. ClustViT's clusters come from the masks (oracle, ``clustvit.bench.common``) everywhere, so
 that random weights still merge what a trained Cluster module would.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,8 +22,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from clustvit.accel import accelerate
-from clustvit.bench.common import Sample, autocast, infer, run_pass, synchronize
+from clustvit.bench.common import Sample, forward_pass, infer
+from clustvit.bench.timing import autocast, synchronize, time_once
 from clustvit.models.build import build_segmentor
+from clustvit.models.oracle import oracle_loss as oracle_loss_dict
 
 Batch = tuple[Tensor, Tensor]  # (B, 3, H, W) float 0..255 images, (B, H, W) int64 masks
 
@@ -111,7 +112,8 @@ def time_inference(seg: nn.Module, batches: Sequence[Batch], amp: bool, iters: i
             infer(seg, *batches[i % n], oracle=True)
     graphs = graphs_compiled()
     timed = [batches[i % n] for i in range(iters)]
-    seconds = run_pass(seg, timed, oracle=True, amp=amp)
+    # One synchronised span over all iterations (not one per batch): the device keeps its queue full.
+    seconds = time_once(lambda: forward_pass(seg, timed, oracle=True, amp=amp), batches[0][0].device)
     images = sum(int(b[0].shape[0]) for b in timed)
     after = graphs_compiled()
     return {
@@ -125,7 +127,7 @@ def time_inference(seg: nn.Module, batches: Sequence[Batch], amp: bool, iters: i
 
 def oracle_loss(seg: nn.Module, images: Tensor, masks: Tensor) -> Tensor:
     """``Segmentor.loss`` (pixel CE + weighted clustering CE) with ClustViT's clusters from the masks."""
-    return seg.loss(images, masks, oracle=seg.num_clusters > 0)["loss"]
+    return oracle_loss_dict(seg, images, masks)["loss"]
 
 
 class LossModule(nn.Module):
@@ -160,11 +162,8 @@ def time_train_step(seg: nn.Module, batch: Batch, iters: int, warmup: int, devic
 
     for _ in range(warmup):
         step()
-    synchronize(device)
-    t0 = time.perf_counter()
-    losses = [step() for _ in range(iters)]
-    synchronize(device)
-    seconds = time.perf_counter() - t0
+    losses: list[Tensor] = []
+    seconds = time_once(lambda: losses.extend(step() for _ in range(iters)), device)
     last = float(losses[-1])
     return {"ms_per_step": 1000.0 * seconds / iters, "img_s": iters * images.shape[0] / seconds, "iters": iters,
             "batch": int(images.shape[0]), "last_loss": last, "loss_finite": bool(torch.isfinite(torch.tensor(last)))}

@@ -1,14 +1,15 @@
 """The device check's report: ratios against the baseline, the issue's goals, and the Markdown tables.
 
-``report`` is the dict ``tools/device_check.py`` writes as device_check.json: ``timings.inference`` rows
+``report`` is the dict ``clustvit bench device`` writes as device_check.json: ``timings.inference`` rows
 (``model``, ``mode``, ``batch``, ``img_s``), ``timings.train_step`` rows (``model``, ``ms_per_step``) and
 ``flops`` (``gflops_mean`` per model).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from clustvit.bench.report import cell, markdown_table
 
 
 def add_ratios(report: dict, baseline: str) -> None:
@@ -26,19 +27,21 @@ def add_ratios(report: dict, baseline: str) -> None:
         _ratios(r, ref["ms_per_step"] / r["ms_per_step"] if ref else None, flops, baseline)
 
 
-def goals(report: dict, baseline: str, models: list[str], fastest: str) -> list[dict[str, Any]]:
-    """Issue 15's targets for ``models`` against ``baseline``, read off the rows (bf16 compiled inference,
-    the bf16 training step); ``fastest``: the model that must reach 350 img/s at batch 1."""
+def goals(report: dict, baseline: str, models: list[str], fastest: str,
+          mode: str = "bf16 compiled") -> list[dict[str, Any]]:
+    """Issue 15's targets for ``models`` against ``baseline``, read off the rows (``mode``: the compiled
+    low-precision inference rows; the bf16 training step); ``fastest``: the model that must reach 350 img/s
+    at batch 1."""
     rows = {(r["model"], r["mode"], r["batch"]): r for r in report["timings"]["inference"]}
     out = []
     for name in models:
         for batch, target in ((1, 0.90), (32, 0.95)):
-            r = rows.get((name, "bf16 compiled", batch))
+            r = rows.get((name, mode, batch))
             value = r.get("efficiency") if r else None
-            out.append({"goal": f"{name} efficiency, batch {batch}, bf16 compiled", "value": value,
+            out.append({"goal": f"{name} efficiency, batch {batch}, {mode}", "value": value,
                         "target": f">= {target}", "met": None if value is None else value >= target})
-    r = rows.get((fastest, "bf16 compiled", 1))
-    out.append({"goal": f"{fastest} img/s, batch 1, bf16 compiled", "value": r["img_s"] if r else None,
+    r = rows.get((fastest, mode, 1))
+    out.append({"goal": f"{fastest} img/s, batch 1, {mode}", "value": r["img_s"] if r else None,
                 "target": ">= 350", "met": None if r is None else r["img_s"] >= 350})
     for r in report["timings"]["train_step"]:
         if r["model"] != baseline and r.get("efficiency") is not None:
@@ -54,23 +57,12 @@ def _ratios(row: dict, speedup: float | None, flops: dict[str, float], baseline:
     row["efficiency"] = speedup / ratio if speedup is not None and ratio else None
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "**NO**"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if math.isfinite(v) and abs(v) < 1e4 else f"{v:.0f}" if math.isfinite(v) else str(v)
-    return str(v)
-
-
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, [[cell(c) for c in row] for row in rows]) + "\n"
 
 
 def markdown(report: dict) -> str:
+    """The whole report as Markdown: correctness, goals, FLOPs, inference, training, host syncs, errors."""
     dev, tv = report["device"], report["torch"]
     out = [f"# Device check: {dev['name']} ({dev['type']}), torch {tv['version']}"
            + (" — SMOKE RUN (tiny models)" if report["smoke"] else "") + "\n",

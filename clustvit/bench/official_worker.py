@@ -1,6 +1,7 @@
-"""The official side of ``tools/bench_official.py``: runs in the OFFICIAL environment, not ours.
+"""The official side of ``clustvit bench official``: runs in the OFFICIAL environment, not ours.
 
-    OFFICIAL_PY tools/official_worker.py      (started by bench_official.py; speaks JSON lines)
+    OFFICIAL_PY .../clustvit/bench/official_worker.py   (started by ``clustvit.bench.official`` by file
+                                                         path; speaks JSON lines)
 
 It imports the official ClustViT package from an existing checkout (``load.official_src``) and answers
 commands, one JSON object per line on stdin, with one JSON object per line on the protocol stream
@@ -20,8 +21,10 @@ calls. The official ClustViT has no oracle input: its cluster ids are the arg-ma
 (``backbone.clusterer``), so for oracle runs that module is wrapped per instance: it still runs, and its
 output is replaced by one-hot logits of the next rows of ids, one row per image of each call.
 
-This file must not import the project (the official package is also named ``dynseg``); it needs only
-torch, mmengine, mmcv-lite and mmseg from the official environment.
+This file must not import the project (the official package is named ``dynseg``, and the official
+environment has no clustvit): it is run as a script, not imported there, and needs only torch, mmengine,
+mmcv-lite and mmseg. Its timing loop (``Worker.time_pass``) mirrors ``clustvit.bench.timing.time_once``
+on CPU for the same reason.
 """
 
 from __future__ import annotations
