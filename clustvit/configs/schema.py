@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from clustvit.data.build import validate_data_cfg
+from clustvit.data.build import DATASETS, validate_data_cfg
 from clustvit.errors import ConfigError
 from clustvit.models import build
 
@@ -68,7 +68,7 @@ MODEL = {
     "test_cfg": TEST_CFG,
 }
 TOP = {"model": MODEL, "data": DATA, "optimizer": OPTIMIZER, "schedule": SCHEDULE, "runtime": RUNTIME}
-DATASET_TYPES = ("ADE20K", "SUIM", "RumexWeeds", "Synthetic")
+DATASET_TYPES = tuple(DATASETS)  # the literal dict of data.build
 # Constructor arguments the builder fills in itself (from the backbone or model), never from a config.
 BUILDER_FILLED = {"in_channels", "num_classes", "in_chans"}
 # Types named by the official release whose implementation lands with a later issue.

@@ -159,15 +159,20 @@ class FilePairDataset(SegDataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        img_path, mask_path = self.images[index], self.masks[index]
-        image, mask = read_image(img_path), read_label(mask_path)
-        if image.shape[:2] != mask.shape:
-            raise DatasetError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
-                               f"{img_path.name} {image.shape[1]}x{image.shape[0]}, expected equal sizes")
+    def read_mask(self, path: Path) -> np.ndarray:
+        """A label file -> ``(H, W)`` uint8 class ids (``IGNORE_INDEX`` = unlabelled), checked."""
+        mask = read_label(path)
         # Checked on the raw file values, so the error names the value that is in the file.
-        check_labels(mask, self.num_classes + self.reduce_zero_label, mask_path)
+        check_labels(mask, self.num_classes + self.reduce_zero_label, path)
         if self.reduce_zero_label:
             # 0 ("other") -> ignore, class k -> k - 1, ignore stays ignore (uint8 wraps 0 - 1 to 255).
             mask = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, mask - 1).astype(np.uint8)
+        return mask
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        img_path, mask_path = self.images[index], self.masks[index]
+        image, mask = read_image(img_path), self.read_mask(mask_path)
+        if image.shape[:2] != mask.shape:
+            raise DatasetError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image "
+                               f"{img_path.name} {image.shape[1]}x{image.shape[0]}, expected equal sizes")
         return image, mask, str(img_path)

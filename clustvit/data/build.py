@@ -23,6 +23,7 @@ import torch
 
 from clustvit.data.base import Pipeline, SegDataset
 from clustvit.data.datasets import ADE20K, SUIM, RumexWeeds
+from clustvit.data.folder import Folder
 from clustvit.data.synthetic import Synthetic
 from clustvit.data.transforms import IGNORE_INDEX, TestPipeline, TrainPipeline
 
@@ -31,6 +32,7 @@ DATASETS: dict[str, type[SegDataset]] = {
     "SUIM": SUIM,
     "RumexWeeds": RumexWeeds,
     "Synthetic": Synthetic,
+    "Folder": Folder,  # your own labelled folder (clustvit/data/folder.py)
 }
 
 DATA_KEYS = {"type", "root", "train_pipeline", "test_pipeline", "batch_size", "num_workers",
