@@ -11,15 +11,16 @@ After an intended change of a resolved value, rewrite the snapshot and review it
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from clustvit.atomic import write_text_atomic
+from clustvit.configs import PACKAGED, list_configs, load_config
+
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO / "tests/data/resolved_configs.json"
-CONFIG_DIR = REPO / "config"
 
 
 def canonical(value: Any) -> Any:
@@ -40,14 +41,12 @@ def as_text(value: Any) -> str:
 
 
 def leaves() -> list[str]:
-    """Every config under config/ outside _base_, relative to config/."""
-    return sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.py") if "_base_" not in p.parts)
+    """Every packaged leaf config, relative to the config folder (``config/`` in a checkout)."""
+    return [str(p.relative_to(PACKAGED)) for p in list_configs()]
 
 
 def resolve(name: str) -> Any:
-    from clustvit.configs import load_config
-
-    return canonical(load_config(CONFIG_DIR / name))
+    return canonical(load_config(PACKAGED / name))
 
 
 RECORDED: dict[str, Any] = json.loads(SNAPSHOT.read_text()) if SNAPSHOT.is_file() else {}
@@ -74,9 +73,6 @@ def test_canonical_text_tells_apart_what_equality_does_not() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    from clustvit.atomic import write_text_atomic
-
     snapshot = {name: resolve(name) for name in leaves()}
     write_text_atomic(SNAPSHOT, json.dumps(snapshot, sort_keys=True, indent=1) + "\n")
     print(f"{SNAPSHOT}: {len(snapshot)} leaves")

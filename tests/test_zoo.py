@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -14,7 +13,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from PIL import Image
 
 import clustvit
 from clustvit import loading
+from clustvit.cli import main as cli_main
 from clustvit.configs import load_config
 from clustvit.convert.official import backbone_cfg, head_cfg
 from clustvit.zoo import ZOO, ZooEntry, ZooError, cache_path, fetch, is_cached
@@ -177,10 +176,9 @@ def test_download_cache_load_predict_then_cache_only(fixture: dict, server: Serv
     assert server.requests == {"/files/101": 1}
     with torch.no_grad():
         assert torch.equal(again.predict_logits(rgb), logits)
-    assert _tool("split_weights").main([entry.name, "--out-dir", str(tmp_path / "parts")]) == 0  # a name too
+    assert cli_main(["weights", "split", entry.name, "--out-dir", str(tmp_path / "parts")]) == 0  # a name too
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["backbone.safetensors", "decode_head.safetensors"]
     assert server.requests == {"/files/101": 1}
-    from clustvit.cli import main as cli_main
 
     capsys.readouterr()
     assert cli_main(["zoo", "list", "--json"]) == 0
@@ -305,7 +303,6 @@ def test_hub_folder_round_trip_and_export(fixture: dict, server: Server, hub_dir
     server.files["/files/105"] = official_bytes(fixture, tmp_path)
     entry = fixture_entry(fixture, tmp_path, server.url("/files/105"))
     monkeypatch.setitem(ZOO, entry.name, entry)
-    from clustvit.cli import main as cli_main
 
     assert cli_main(["zoo", "export", entry.name, str(tmp_path / "hub_mini")]) == 0
     folder = tmp_path / "hub_mini"
@@ -328,13 +325,6 @@ def test_hub_folder_round_trip_and_export(fixture: dict, server: Server, hub_dir
     clustvit.save_pretrained(mapped, tmp_path / "mapped")
     again, _ = loading.load_model(tmp_path / "mapped", map_classes=True)
     assert isinstance(again, ClassMapped) and again.num_classes == 8 and again.model.num_classes == 9
-
-
-def _tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 TINY_ADE = {
@@ -369,7 +359,6 @@ def test_reproduce_tables_prints_every_column(tmp_path: Path, capsys: pytest.Cap
     tables = tmp_path / "tables.json"
     tables.write_text(json.dumps({"tiny": dict(title="Tiny", dataset="ADE20K", rows=rows)}))
     out = tmp_path / "out"
-    from clustvit.cli import main as cli_main
 
     assert cli_main([
         "bench", "tables", "tiny", "--tables", str(tables), "--data-root", str(ADE / "ADEChallengeData2016"),
@@ -442,11 +431,7 @@ def test_official_suim_checkpoint_through_test_py_and_the_tools(server: Server, 
     entry = ZooEntry("tiny-suim9", str(config), server.url("/files/106"), server.url("/c"), "SUIM", "Segmenter",
                      50.0, cfg_options=("model.num_classes=9", f"data.root={root}"), class_map="suim9")
     monkeypatch.setitem(ZOO, entry.name, entry)
-    spec = importlib.util.spec_from_file_location("test_py", REPO / "test.py")
-    test_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_py)
-
-    assert test_py.main([entry.name, "--work-dir", str(tmp_path / "seed"), "--out", str(tmp_path / "pred")]) == 0
+    assert cli_main(["test", entry.name, "--work-dir", str(tmp_path / "seed"), "--out", str(tmp_path / "pred")]) == 0
     seed = json.loads((tmp_path / "seed" / "results.json").read_text())
     assert seed["scoring"] == "official" and seed["class_map"] == "suim9" and len(seed["classes"]) == 8
     assert seed["IoU"][7] is None  # SR: absent from the scored labels and never predicted, out of the mean
@@ -468,14 +453,13 @@ def test_official_suim_checkpoint_through_test_py_and_the_tools(server: Server, 
         total += int(mapped.sum())
     assert total > 0 and agree / total > 0.999, agree / total  # accelerated kernels may flip a near-tie
 
-    assert test_py.main([entry.name, "--our-labels", "--work-dir", str(tmp_path / "ours")]) == 0
+    assert cli_main(["test", entry.name, "--our-labels", "--work-dir", str(tmp_path / "ours")]) == 0
     ours = json.loads((tmp_path / "ours" / "results.json").read_text())
     assert ours["scoring"] == "ours" and ours["IoU"][7] == 0.0  # SR is in the labels, never predicted
     assert ours["IoU"][1:7] == seed["IoU"][1:7] and ours["mIoU"] < seed["mIoU"]  # BW and the mean change
     assert ours["IoU"][0] <= seed["IoU"][0]
     assert server.requests == {"/files/106": 1}  # downloaded once, then the cache
 
-    from clustvit.cli import main as cli_main
 
     assert cli_main(["bench", "fps", entry.name, "--shape", "64", "64", "--repeat-times", "1",
                      "--work-dir", str(tmp_path / "fps")]) == 0

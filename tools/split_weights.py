@@ -5,15 +5,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install`
-from clustvit.cli import main as clustvit  # noqa: E402
+from clustvit.cli import seed_shim  # noqa: E402
 
-
-def main(argv: list[str]) -> int:
-    """The ``clustvit weights`` command for this script's ARGV (``--merge`` picks the subcommand)."""
-    if "--merge" in argv:
-        return clustvit(["weights", "merge", *(a for a in argv if a != "--merge")])
-    return clustvit(["weights", "split", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+if "--merge" in sys.argv:
+    sys.argv.remove("--merge")
+    seed_shim("weights", "merge")
+seed_shim("weights", "split")

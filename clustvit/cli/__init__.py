@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 # command -> (module, one-line help). The top-level help lists them in this order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -84,13 +83,3 @@ def seed_shim(*command: str) -> None:
     """Run ``clustvit COMMAND... ARGV`` and exit: the body of the seed's scripts (``tools/get_fps.py``)."""
     sys.exit(main([*command, *sys.argv[1:]]))
 
-
-def run(main: Callable[[], Any]) -> None:
-    """Call ``main``; a ValueError / FileNotFoundError prints ``error: <message>`` and exits 2.
-
-    Transitional: the scripts under tools/ that are not yet thin shims over ``main`` use it."""
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
