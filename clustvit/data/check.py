@@ -181,5 +181,15 @@ def check_config(cfg: dict) -> CheckReport:
     cls = DATASETS[data["type"]]
     if not issubclass(cls, FilePairDataset):
         raise ValueError(f"data.type {data['type']!r} is generated, not read from files: nothing to check")
-    splits = {s: cls(data["root"], s, **data.get("dataset_kwargs", {})) for s in SPLITS}
-    return check_dataset(splits, f"{data['root']} ({data['type']})")
+    splits, missing = {}, []
+    for s in SPLITS:
+        try:
+            splits[s] = cls(data["root"], s, **data.get("dataset_kwargs", {}))
+        except DatasetError as e:
+            missing.append(f"split {s}: {e}")
+    if not splits:
+        raise DatasetError(missing[0])
+    report = check_dataset(splits, f"{data['root']} ({data['type']})")
+    for line in missing:
+        report.error("splits that cannot be read", line)
+    return report
