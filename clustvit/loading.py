@@ -4,7 +4,7 @@
 everywhere (converted, strict key checks). A source is, in this order:
   * a config dict;
   * a hub-style folder (``config.json`` + ``model.safetensors``, see ``clustvit.zoo.hub``);
-  * a zoo name (``python -m clustvit.zoo list``): our config for it, the released checkpoint fetched once
+  * a zoo name (``clustvit zoo list``): our config for it, the released checkpoint fetched once
     into torch.hub's cache, and its class map (the official SUIM heads' 9 outputs onto our 8 classes);
   * a config file path.
 An explicit checkpoint replaces the folder's or zoo entry's weights.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -76,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # ConfigError, DatasetError, CheckpointError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `clustvit configs | head`: the reader left; say nothing more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes stdout at exit
+        return 0
     return int(status or 0)
 
 

@@ -8,7 +8,7 @@
 its cluster's colour, kept tokens left as they are) | pseudo-label target | prediction; plus a purity
 summary (``DIR/summary.json`` and a table). ``features``: token features of chosen blocks as PCA-to-RGB
 maps, before merging, after merging and after regeneration, in one grid PNG (``DIR/IMAGE_features.png``,
-from ``ClustViT.forward(return_intermediates=True)``). CHECKPOINT ``none`` keeps random weights.
+from ``ClustViT.forward_intermediates``). CHECKPOINT ``none`` keeps random weights.
 Exit status: 0 written; 2 bad config, checkpoint, data or option (one line).
 """
 

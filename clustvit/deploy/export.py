@@ -57,7 +57,8 @@ def default_shape(cfg: dict, seg: Segmentor) -> tuple[int, int]:
         if not test.keep_ratio:
             return int(test.scale[1]), int(test.scale[0])  # mmcv scale is (w, h)
     grid = seg.backbone.grid
-    return grid[0] * 16, grid[1] * 16
+    p = seg.backbone.patch_size
+    return grid[0] * p, grid[1] * p
 
 
 # The graph's own description, in the ONNX file's metadata_props (read by clustvit.deploy.runtime).

@@ -44,7 +44,7 @@ def load(
 
     Args:
         config: config file path (e.g. ``config/demo/segmenter_clustvit-demo_synthetic.py``), a config dict,
-            a zoo name (``python -m clustvit.zoo list``: downloaded once, with its class map) or a hub-style
+            a zoo name (``clustvit zoo list``: downloaded once, with its class map) or a hub-style
             folder (``clustvit.save_pretrained``).
         checkpoint: our checkpoint or an official one; ``None`` (or ``"none"``) keeps random weights after a
             config, and takes the zoo entry's / folder's own weights after a name or folder.

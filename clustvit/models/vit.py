@@ -1,7 +1,7 @@
 """Plain Vision Transformer backbone (the mmseg/Segmenter ViT, re-written in plain torch).
 
 Data flow: image -> patch conv -> [cls; patches] + pos-embed -> pre-norm blocks -> final norm -> maps.
-Our parameter names follow timm (``blocks.{i}.attn.qkv`` ...); ``clustvit.weights`` converts official
+Our parameter names follow timm (``blocks.{i}.attn.qkv`` ...); ``clustvit.convert.weights`` converts official
 mmseg checkpoints to them.
 """
 

@@ -1,6 +1,6 @@
 """The model zoo: the released checkpoints by name, fetched once into torch.hub's cache.
 
-``python -m clustvit.zoo list`` shows them; ``clustvit.load(NAME)``, ``test.py NAME`` and the tools accept
+``clustvit zoo list`` shows them; ``clustvit.load(NAME)``, ``clustvit test NAME`` and the tools accept
 a name wherever they take a config and a checkpoint (resolution: ``clustvit.loading``).
 """
 
