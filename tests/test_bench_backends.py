@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from clustvit import loading
 from clustvit.bench import common as bench
 from clustvit.cli import main
 
@@ -37,7 +38,7 @@ def test_backends_agree_on_oracle_clusters(tiny: Path, tmp_path: Path, one_threa
         assert row["gain_vs_eager"] == pytest.approx(rows["eager"]["ms_per_img_median"] / row["ms_per_img_median"])
     assert rows["ort"]["fixed_graph"] == "1x3x64x64"
     # The oracle ids are what merging uses: with them the tiny model merges tokens on these scenes.
-    seg, cfg = bench.load_model(str(tiny))
+    seg, cfg = loading.load_model(str(tiny))
     sample = bench.load_samples(cfg, None, "test", 1)[0]
     tokens = bench.collect_tokens(seg, [(sample.image[None], sample.mask[None])], oracle=True)
     assert tokens[0, -1] < tokens[0, 0]

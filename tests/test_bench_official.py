@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from clustvit import loading
 from clustvit.accel import accelerate
 from clustvit.bench import common as bench
 from clustvit.bench import official, official_worker
@@ -91,7 +92,7 @@ def test_both_sides_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture
     masks = torch.stack([s.mask for s in samples])
     for row, config in zip(res["rows"], (DEMO_VIT, DEMO_CLUST), strict=True):
         info = row["official_info"]
-        seg, _ = bench.load_model(config)
+        seg, _ = loading.load_model(config)
         # Every key arrives under its official name, none under ours; the normalisation is the model's.
         assert info["num_keys"] == len(seg.state_dict()) and info["our_names"] == 0 and info["official_names"] > 0
         assert info["num_classes"] == seg.num_classes and info["threads"] == 1

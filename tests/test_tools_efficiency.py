@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from clustvit import loading
 from clustvit.accel import cpu
 from clustvit.bench import common as bench
 from clustvit.bench import compare, kernels, report, timing
@@ -167,7 +168,7 @@ def test_profile_stages_splits_the_time_without_double_counting(tmp_path: Path, 
 
 def test_batched_equals_batch_one() -> None:
     """ClustViT packs images of different kept lengths: a batch must give each image's batch-1 result."""
-    seg, cfg = bench.load_model(DEMO_CLUST)
+    seg, cfg = loading.load_model(DEMO_CLUST)
     samples = bench.load_samples(cfg, None, "test", 3)
     batched = torch.cat([bench.infer(seg, i, m, True) for i, m in bench.make_batches(samples, 3)])
     alone = torch.cat([bench.infer(seg, i, m, True) for i, m in bench.make_batches(samples, 1)])

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clustvit import loading
 from clustvit.accel import accelerate
 from clustvit.accel.dtype import amp_dtype
 from clustvit.atomic import write_json_atomic
@@ -184,7 +185,7 @@ def build_backend(name: str, config: str, args: argparse.Namespace, onnx: Callab
         run, info = ort_backend(path, torch.get_num_threads()) if name == "ort" else \
             ov_backend(path, torch.get_num_threads(), bf16)
         return Backend(run, 1, {"graph": str(path), **info})
-    seg, _ = bench.load_model(config, None, args.cfg_options, "cpu")
+    seg, _ = loading.load_model(config, None, args.cfg_options, "cpu")
     if name.startswith("ours"):
         accelerate(seg, CPU, amp_dtype(CPU) if bf16 else None)  # the dtype autocast(CPU, True) runs
         return Backend(torch_backend(seg, args.oracle_clusters, bf16))
@@ -196,7 +197,7 @@ def build_backend(name: str, config: str, args: argparse.Namespace, onnx: Callab
 
 def bench_config(config: str, backends: Sequence[str], args: argparse.Namespace, out_dir: Path) -> dict:
     """Every backend on one config's inputs; returns {"rows": {backend: row}, ...}."""
-    seg, cfg = bench.load_model(config, None, args.cfg_options, "cpu")
+    seg, cfg = loading.load_model(config, None, args.cfg_options, "cpu")
     samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
     shape = tuple(samples[0].image.shape[1:])
     if any(tuple(s.image.shape[1:]) != shape for s in samples):
@@ -215,7 +216,7 @@ def bench_config(config: str, backends: Sequence[str], args: argparse.Namespace,
 
     def onnx() -> Path:
         if not graph:
-            model, _ = bench.load_model(config, None, args.cfg_options, "cpu")
+            model, _ = loading.load_model(config, None, args.cfg_options, "cpu")
             t0 = time.perf_counter()
             try:
                 graph.append(export_graph(model, out_dir / f"{Path(config).stem}.onnx", shape, with_ids))

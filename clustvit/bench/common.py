@@ -42,23 +42,6 @@ class Sample:
     name: str
 
 
-def load_model(
-    config: str | Path | dict,
-    checkpoint: str | None = None,
-    cfg_options: Sequence[str] | None = None,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-) -> tuple[nn.Module, dict]:
-    """(segmentor in eval mode, resolved config): ``clustvit.loading.load_model``, the one loader.
-
-    Args:
-        config: a config file or dict, a zoo name or a hub folder.
-        checkpoint: a checkpoint path, or None / "none" for seeded random weights (no pretrained download);
-            None after a zoo name or hub folder: its own weights.
-    """
-    return loading.load_model(config, checkpoint, cfg_options, device, seed)
-
-
 def synthetic_sample(shape: Sequence[int], seed: int = 0) -> Sample:
     """A generated scene of size ``shape`` (H, W): large homogeneous regions and a few objects."""
     image, mask = render_scene(np.random.default_rng(seed), (int(shape[0]), int(shape[1])))
@@ -220,7 +203,7 @@ def load_for_timing(args: argparse.Namespace) -> tuple[nn.Module, dict, list[Sam
     if args.threads:
         torch.set_num_threads(args.threads)
     loading.require_checkpoint(args.config, args.checkpoint)
-    seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options, args.device)
+    seg, cfg = loading.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
     if not args.no_accel:
         device = model_device(seg)
         accelerate(seg, device, amp_dtype(device) if args.amp else None)  # what timing.autocast() runs

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from clustvit import loading
 from clustvit.accel import accelerate, describe, plain
 from clustvit.accel.dtype import amp_dtype
 from clustvit.atomic import write_json_atomic
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> dict:
     tune_malloc()  # fewer page faults: docs/BENCHMARKS.md
     if args.threads:
         torch.set_num_threads(args.threads)
-    seg_a, cfg_a = bench.load_model(args.config_a, args.checkpoint_a, args.cfg_options, args.device)
-    seg_b, _ = bench.load_model(args.config_b, args.checkpoint_b, args.cfg_options, args.device)
+    seg_a, cfg_a = loading.load_model(args.config_a, args.checkpoint_a, args.cfg_options, args.device)
+    seg_b, _ = loading.load_model(args.config_b, args.checkpoint_b, args.cfg_options, args.device)
     samples = bench.inputs_from_args(cfg_a, args.shape, args.data_root, args.split, args.limit)
     segs = {"A": seg_a, "B": seg_b}
     devices = {k: bench.model_device(s) for k, s in segs.items()}

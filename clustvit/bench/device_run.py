@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from clustvit import parity
+from clustvit import loading, parity
 from clustvit.accel.dtype import amp_dtype
 from clustvit.atomic import write_json_atomic, write_text_atomic
 from clustvit.bench import common as bench
@@ -205,7 +205,7 @@ def load_models(run: Run, state: dict, tmp: Path) -> None:
     args = run.args
     for name, config in MODELS.items():
         options = ALWAYS + (SMOKE + (SMOKE_CLUST if "ClustViT" in name else []) if args.smoke else [])
-        seg, cfg = bench.load_model(config, None, options, run.device)  # a seed path: the packaged config
+        seg, cfg = loading.load_model(config, None, options, run.device)  # a seed path: the packaged config
         state["models"][name] = seg
         if not state["samples"]:
             state["samples"] = bench.load_samples(cfg, str(suim_root(args.data_root, tmp)), "test", args.limit)

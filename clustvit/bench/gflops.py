@@ -15,6 +15,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from clustvit import loading
 from clustvit.atomic import write_json_atomic
 from clustvit.bench import common as bench
 
@@ -35,7 +36,7 @@ def histogram(gflops: Sequence[float], title: str, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Count, write ``WORK_DIR/gflops.json`` and ``gflops_hist.png``, print one line per image."""
-    seg, cfg = bench.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
+    seg, cfg = loading.load_model(args.config, args.checkpoint, args.cfg_options, args.device)
     samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
     gflops = [f / 1e9 for f in bench.flops_per_image(seg, samples, args.oracle_clusters)]
     mean, std = bench.mean_std(gflops)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from clustvit import loading
 from clustvit.accel import accelerate
 from clustvit.atomic import write_json_atomic
 from clustvit.bench import common as bench
@@ -161,7 +162,7 @@ def write_inputs(path: Path, seg: nn.Module, batches: Sequence[tuple[Tensor, Ten
 def run_pair(ours_config: str, official_config: str, worker_command: Sequence[str], official_src: str,
              args: argparse.Namespace, scratch: Path, env: dict[str, str] | None = None) -> dict:
     """One model on both sides; ``worker_command`` starts a process speaking the worker protocol."""
-    seg, cfg = bench.load_model(ours_config, None, args.cfg_options, "cpu")  # seeded random weights
+    seg, cfg = loading.load_model(ours_config, None, args.cfg_options, "cpu")  # seeded random weights
     samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
     batches = bench.make_batches(samples, args.batch_size)
     inputs, ckpt = scratch / "inputs.pt", scratch / "official_weights.pt"

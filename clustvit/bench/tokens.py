@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> dict:
     samples = None
     tokens: dict[str, np.ndarray] = {}
     for config, ckpt in models:
-        seg, cfg = bench.load_model(config, ckpt, args.cfg_options, args.device)
+        seg, cfg = loading.load_model(config, ckpt, args.cfg_options, args.device)
         if samples is None:  # the first config decides the images; every model sees the same ones
             samples = bench.inputs_from_args(cfg, args.shape, args.data_root, args.split, args.limit)
         tokens[Path(config).stem] = bench.collect_tokens(seg, bench.make_batches(samples, 1), args.oracle_clusters)

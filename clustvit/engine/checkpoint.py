@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from clustvit.atomic import WriteError, check_space, write_failure
+from clustvit.convert.weights import CheckpointError, read_checkpoint
 
 FORMAT = "clustvit-v1"
 LEGACY_FORMATS = ("dynseg-v1",)  # written before the package was named clustvit: still read
@@ -145,9 +146,9 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointFileError: the file is unreadable, not a dict, or lacks a required key.
     """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, code-running pickle refused ...
-        raise CheckpointFileError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        ckpt = read_checkpoint(path)  # the one weight reader (weights_only=True)
+    except CheckpointError as e:  # truncated zip, foreign pickle, code-running pickle refused ...
+        raise CheckpointFileError(f"not a readable checkpoint: {e}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT, *LEGACY_FORMATS):
         raise CheckpointFileError(f"{path}: not a clustvit training checkpoint (expected format {FORMAT!r})")
     missing = [k for k in REQUIRED if k not in ckpt]

@@ -12,10 +12,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from clustvit.atomic import atomic_path
+from clustvit.convert.weights import read_checkpoint
 from clustvit.models.cts.efficientnet_lite import EfficientNetLite0Features
 
 # Keys of a timm ImageNet classifier that ``features_only`` (and so the policy trunk) does not have.
@@ -57,18 +57,14 @@ class PolicyNet(nn.Module):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a ``.safetensors`` file, or a torch checkpoint with ``weights_only=True``."""
+    """Read a ``.safetensors`` file, or a torch checkpoint with ``weights_only=True`` (``convert.weights``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: policy-net weights file not found; train one with `python tools/train_policynet.py CONFIG` "
+            f"{path}: policy-net weights file not found; train one with `clustvit policy train CONFIG` "
             "or set model.backbone.policy_weights=None for an untrained policy"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)  # the one weight reader: safetensors, or torch.load(weights_only=True)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(state)}")
     return dict(state)
