@@ -1,10 +1,11 @@
-"""DDP setup from torchrun's environment, and the few collectives the loop needs."""
+"""DDP setup from torchrun's environment, and the few collectives training and bulk prediction need."""
 
 from __future__ import annotations
 
 import gc
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -71,3 +72,27 @@ def any_rank_flags(flags: list[bool], device: torch.device) -> list[bool]:
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def env_ranks() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) in a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), \
+        int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_cpu_group(timeout: timedelta) -> None:
+    """A gloo group over torchrun's rendezvous, for gathering small Python objects whatever the device.
+
+    ``timeout`` bounds every collective: give one as long as the slowest rank may trail the fastest.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timeout)
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's `obj`, in rank order, on every rank (``[obj]`` in a single process)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
