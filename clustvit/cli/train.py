@@ -1,5 +1,13 @@
 """``clustvit train CONFIG [--work-dir DIR] [--amp] [--resume] [--cfg-options k=v ...]``: train a segmentor.
 
+Your own labelled folder, without writing a config (docs/OWN_DATA.md):
+``clustvit train --data DIR --model MODEL [--from CHECKPOINT] --work-dir W``. MODEL is a short form
+(clustvit-b_k3_ip3, clustvit-t_k2_ip4, vit-s, cts-b ...: the SUIM Segmenter config of that size, k and ip),
+a packaged config or a zoo name; the resolved config is saved as W/config.py, which ``clustvit test`` and
+``clustvit train W/config.py --resume --work-dir W`` take. ``--from`` starts from any whole-segmentor
+checkpoint (file, zoo name, hub folder) whose class count may differ: the class-specific head keys are
+re-initialised and named in one line, everything else loads strictly.
+
 Several processes (GPUs, or gloo on CPU): ``torchrun --nproc_per_node N -m clustvit train CONFIG ...``
 (the seed's ``torchrun ... train.py CONFIG`` is the same command).
 
@@ -18,7 +26,9 @@ import sys
 from pathlib import Path
 
 from clustvit.atomic import WriteError
+from clustvit.cli.data import add_folder_args, folder_kwargs
 from clustvit.configs import ConfigError, load_config
+from clustvit.configs.own_data import SHORT_FORMS, own_data_config
 from clustvit.engine import distributed
 from clustvit.engine.lock import WorkDirLockedError
 from clustvit.engine.stop import DEFAULT_STOP_SIGNALS, parse_signals
@@ -32,7 +42,16 @@ EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: "try again later", which a requeued
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
-    p.add_argument("config", help="config file or name, e.g. segmenter_clustvit-demo_synthetic (clustvit configs)")
+    p.add_argument("config", nargs="?",
+                   help="config file or name, e.g. segmenter_clustvit-demo_synthetic (clustvit configs); "
+                        "not needed with --data")
+    p.add_argument("--data", metavar="DIR", help="train on this labelled folder (any layout `clustvit data check` "
+                   "reads), with --model instead of a CONFIG")
+    p.add_argument("--model", metavar="MODEL", help=f"with --data: a short form ({SHORT_FORMS}), a packaged "
+                   "config or a zoo name")
+    p.add_argument("--from", dest="from_", metavar="CHECKPOINT", help="start from this whole-segmentor checkpoint "
+                   "(file, zoo name or hub folder; another class count re-initialises the class-specific head "
+                   "keys); sets runtime.load_from, --resume wins over it")
     p.add_argument("--work-dir", help="run folder (default: work_dirs/<config name>)")
     p.add_argument("--amp", action="store_true", help="mixed precision: bf16 on CPU, fp16 + grad scaling on CUDA")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
@@ -42,22 +61,60 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-signals", nargs="*", default=list(DEFAULT_STOP_SIGNALS), metavar="SIG",
                    help="signals that stop the run after the current step with a checkpoint "
                         f"(default: {' '.join(s[3:] for s in DEFAULT_STOP_SIGNALS)}; none: their usual action)")
+    add_folder_args(p)
     p.set_defaults(func=run)
+
+
+def _source_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the CONFIG / --data / --model combination, or None."""
+    if args.data is not None and args.config is not None:
+        return f"give either CONFIG ({args.config}) or --data DIR --model MODEL, not both"
+    if args.data is not None and args.model is None:
+        return f"--data {args.data}: expected --model MODEL too ({SHORT_FORMS}, a packaged config or a zoo name)"
+    if args.data is None and args.model is not None:
+        return "--model: expected --data DIR too (with a CONFIG, the config names the model)"
+    if args.data is None and args.config is None:
+        return "expected a CONFIG, or --data DIR --model MODEL"
+    return None
+
+
+def _from_option(source: str) -> str:
+    """``runtime.load_from`` of --from: an existing path made absolute (the saved config works anywhere)."""
+    value = str(Path(source).resolve()) if Path(source).exists() else source
+    return f"runtime.load_from={value!r}"
+
+
+def _default_work_dir(args: argparse.Namespace) -> str:
+    if args.data is not None:
+        return str(Path("work_dirs") / f"{Path(args.data).resolve().name}_{Path(args.model).stem}")
+    return str(Path("work_dirs") / Path(args.config).stem)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train; every expected failure is one ``error:`` line on stderr and one of the documented exit codes
     (handled here rather than by the dispatcher, whose ValueError -> 2 would fold 3 and 4 into 2)."""
+    problem = _source_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         parse_signals(args.stop_signals)
-        cfg = load_config(args.config, args.cfg_options)
+    except ValueError as e:
+        print(f"error: --stop-signals: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    options = [*args.cfg_options, *([_from_option(args.from_)] if args.from_ else [])]  # --from wins
+    try:
+        if args.data is not None:
+            cfg = own_data_config(args.model, args.data, folder_kwargs(args), options)
+        else:
+            cfg = load_config(args.config, options)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ValueError as e:  # --stop-signals
-        print(f"error: --stop-signals: {e}", file=sys.stderr)
+    except ValueError as e:  # the folder: DatasetError, one line naming the file
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)
+    work_dir = args.work_dir or _default_work_dir(args)
     try:
         train(cfg, work_dir, amp=args.amp, resume=args.resume, tensorboard=not args.no_tensorboard,
               stop_signals=tuple(args.stop_signals))

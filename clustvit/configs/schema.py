@@ -36,6 +36,9 @@ RUNTIME = {
     "skip_nonfinite": (bool,),
     "require_pretrained": (bool,),
     "grad_clip": (int, float, type(None)),
+    # A whole-segmentor checkpoint to start from (file, zoo name or hub folder; `clustvit train --from`):
+    # its class-specific head keys are re-initialised when the class count differs. --resume wins over it.
+    "load_from": (str, type(None)),
 }
 TRAIN_PIPELINE = {
     "scale": SEQ,

@@ -6,7 +6,8 @@ Formats (detected from the keys, never from the file name):
     ImageNet ViT weights the configs name by URL;
   * ``timm``: timm/augreg ViT names (``blocks.{i}.attn.qkv`` ... plus ``head.*``);
   * ``clustvit``: our own checkpoints (``{"format": "clustvit-v1", "model": ...}``).
-Files are only ever read with ``torch.load(weights_only=True)`` or safetensors.
+Files are only ever read with ``torch.load(weights_only=True)`` or safetensors. ``load_for_finetune`` starts a
+model from a checkpoint trained for another class count (``clustvit train --from``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -290,3 +292,93 @@ def load_pretrained_backbone(backbone: nn.Module, url_or_path: str) -> list[str]
         report.append(f"kept the initialisation of {len(new_parts)} ClustViT/CTS-only parameters")
     load_strict(backbone, sd, source=url_or_path)
     return report
+
+
+@dataclass
+class FinetuneLoad:
+    """What ``load_for_finetune`` did: the class-specific keys it left at the model's initialisation."""
+
+    reinitialised: list[str]  # class-specific head keys whose checkpoint shape is for another class count
+    loaded: int  # keys copied from the checkpoint
+    num_classes: int  # the model's
+    checkpoint_classes: int  # the checkpoint's (== num_classes when nothing was re-initialised)
+    notes: list[str] = field(default_factory=list)  # adaptations: pos-embed resampled ...
+
+    def summary(self, source: str) -> str:
+        """The one line a run prints about it."""
+        notes = "".join(f"; {n}" for n in self.notes)
+        if not self.reinitialised:
+            return (f"clustvit: --from {source}: loaded all {self.loaded} keys (the checkpoint has the same "
+                    f"{self.num_classes} classes){notes}")
+        return (f"clustvit: --from {source}: re-initialised {len(self.reinitialised)} class-specific keys for "
+                f"{self.num_classes} classes (was {self.checkpoint_classes}): {', '.join(self.reinitialised)}; "
+                f"loaded the other {self.loaded} keys{notes}")
+
+
+def _first(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _class_axis_change(own: tuple[int, ...], theirs: tuple[int, ...], num_classes: int) -> int | None:
+    """The checkpoint's class count if ``theirs`` differs from ``own`` only along axes of size num_classes."""
+    if len(own) != len(theirs):
+        return None
+    changed = {b for a, b in zip(own, theirs) if a != b and a == num_classes}
+    if len(changed) != 1 or any(a != b and a != num_classes for a, b in zip(own, theirs)):
+        return None
+    return changed.pop()
+
+
+def load_for_finetune(model: nn.Module, path: str | os.PathLike) -> FinetuneLoad:
+    """Initialise a whole segmentor from a checkpoint (ours or official) trained for another class count.
+
+    The backbone (ViT blocks, Cluster module, Regenerator, CTS policy net) and the head load strictly: every
+    key name must match, and every shape, except the head's class-specific parts: keys whose shape differs
+    from the model's only along axes of ``model.num_classes`` (the Segmenter head's ``cls_emb`` and
+    ``mask_norm``, UPerNet's ``conv_seg``). Those keep the model's own initialisation. The pos-embed grid
+    is resampled to the model's image size as for any checkpoint (``fit_backbone``).
+
+    Raises:
+        CheckpointError: one line naming the file and the first mismatched keys (another width or depth,
+            another k, missing or unexpected keys), or class-specific keys for two different class counts.
+    """
+    ckpt = read_checkpoint(path)
+    try:
+        sd = convert_state_dict(unwrap(ckpt))
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if not any(k.startswith("backbone.") for k in sd):
+        raise CheckpointError(f"{path}: no 'backbone.' keys, expected a whole-segmentor checkpoint (ImageNet "
+                              "backbone weights go in model.pretrained)")
+    notes: list[str] = []
+    backbone_sd = fit_backbone({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")},
+                               model.backbone, notes)
+    sd = {**{f"backbone.{k}": v for k, v in backbone_sd.items()},
+          **{k: v for k, v in sd.items() if not k.startswith("backbone.")}}
+    own = model.state_dict()
+    sd.update({k: v for k, v in own.items() if _is_buffer_only(k) and k not in sd})
+    num_classes = int(model.num_classes)
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        parts = [f"{name} ({len(keys)}): {_first(keys)}" for name, keys in (("missing", missing),
+                 ("unexpected", unexpected)) if keys]
+        raise CheckpointError(f"{path}: does not fit the model, expected the same architecture: " + "; ".join(parts))
+    counts: dict[str, int] = {}
+    shapes: list[str] = []
+    for k in sorted(k for k in own if own[k].shape != sd[k].shape):
+        count = None if k.startswith("backbone.") else _class_axis_change(tuple(own[k].shape), tuple(sd[k].shape),
+                                                                            num_classes)
+        if count is None:
+            shapes.append(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
+        else:
+            counts[k] = count
+    if shapes:
+        raise CheckpointError(f"{path}: does not fit the model (another width, depth or k?): shape mismatch "
+                              f"({len(shapes)}): {_first(shapes)}")
+    if len(set(counts.values())) > 1:
+        raise CheckpointError(f"{path}: class-specific keys for different class counts ({counts}), expected one")
+    for k in counts:
+        sd[k] = own[k]  # the model's own (seeded) initialisation
+    model.load_state_dict(sd, strict=True)
+    return FinetuneLoad(sorted(counts), len(own) - len(counts), num_classes,
+                        next(iter(counts.values()), num_classes), notes)

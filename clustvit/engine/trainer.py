@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from clustvit.accel.dtype import amp_dtype, warn_if_emulated
 from clustvit.configs import Config, save_config
-from clustvit.convert.weights import load_pretrained_backbone, load_strict
+from clustvit.convert.weights import load_for_finetune, load_pretrained_backbone, load_strict
 from clustvit.data import build_dataset, collate
 from clustvit.engine import distributed
 from clustvit.engine.checkpoint import find_latest, list_checkpoints, rng_state, save_checkpoint
@@ -38,6 +38,7 @@ from clustvit.engine.logging import RunLogger
 from clustvit.engine.sampler import IterationBatchSampler
 from clustvit.engine.schedule import poly_lr_curve
 from clustvit.engine.stop import DEFAULT_STOP_SIGNALS, StopRequest, WorkerSignals, parse_signals
+from clustvit.loading import is_named_source, resolve
 from clustvit.models.build import build_segmentor
 
 
@@ -124,6 +125,18 @@ def init_pretrained(model: nn.Module, url: str | None, required: bool, log: RunL
                 "(set runtime.require_pretrained=True to make this an error)")
 
 
+def init_from(model: nn.Module, source: str, log: RunLogger) -> None:
+    """Starts from a whole-segmentor checkpoint (``runtime.load_from``: a file, zoo name or hub folder) whose
+    class count may differ: everything loads strictly but the class-specific head keys, which keep their
+    initialisation; one line names them. A zoo checkpoint is downloaded once (``clustvit.loading.resolve``).
+
+    Raises:
+        clustvit.convert.weights.CheckpointError: the checkpoint does not fit (one line, first keys named).
+    """
+    path = resolve(source).checkpoint if is_named_source(source) else source
+    log.message(load_for_finetune(model, path).summary(source))
+
+
 def _build_data(cfg: Config, split: str, seed: int) -> Any:
     """The split's dataset; its augmentation seed is the run seed unless dataset_kwargs sets one."""
 
@@ -204,7 +217,12 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
 
     # --- model, optimizer, lr curve, grad scaler ---------------------------------------------------
     torch.manual_seed(seed)  # identical initialisation in every process and every run
-    model = build_segmentor(cfg["model"]).to(device)
+    load_from = rt.get("load_from")
+    model_cfg = cfg["model"]
+    if load_from and model_cfg["backbone"].get("policy_weights"):
+        # The whole-segmentor checkpoint holds CTS's policy net: its separate file is not needed (as in loading).
+        model_cfg = {**model_cfg, "backbone": {**model_cfg["backbone"], "policy_weights": None}}
+    model = build_segmentor(model_cfg).to(device)
     optimizer = build_optimizer(model, cfg["optimizer"])
     lr_curve = poly_lr_curve(cfg["optimizer"]["lr"], max_iters, sched.get("power", 0.9),
                              sched.get("min_lr", 1e-4), sched.get("warmup_iters", 0)).tolist()
@@ -214,7 +232,7 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
         warn_if_emulated(device)
     skipped, last_ckpt, pending_val = 0, None, False
 
-    # --- resume, or initialise from ImageNet weights ----------------------------------------------
+    # --- resume, or start from runtime.load_from (--from), or initialise from ImageNet weights ----------
     if latest is not None:
         last_ckpt, ckpt = latest
 
@@ -229,6 +247,8 @@ def _train(cfg: Config, work: Path, dist_info: distributed.DistInfo, amp: bool, 
         if changed:
             log.message(f"WARNING: the config differs from the checkpoint's in: {', '.join(changed)}")
         log.message(f"resumed from {last_ckpt} (iteration {start_iter})")
+    elif load_from:  # the ImageNet weights would be overwritten: not fetched
+        init_from(model, load_from, log)
     else:
         init_pretrained(model, cfg["model"].get("pretrained"), rt.get("require_pretrained", False), log)
     if dist_info.is_main:  # only now: a --resume that fails on a changed architecture keeps the run's config
