@@ -116,7 +116,7 @@ def summary(totals: list[dict[str, int]], out: str, overlay: bool, runtime: str)
 
 def run(args: argparse.Namespace) -> int:
     """Predict every input (this process's share under torchrun); the exit status is the module docstring's."""
-    exported = args.config.endswith(".onnx")
+    exported = args.config.endswith((".onnx", ".xml"))  # an ONNX graph or an OpenVINO IR (clustvit export)
     if not exported and len(args.inputs) < 2:
         args.parser.error("expected CONFIG CHECKPOINT INPUT... (a checkpoint or 'none', then images or videos)")
     if exported and args.cfg_options:

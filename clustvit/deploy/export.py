@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -113,26 +113,31 @@ def to_input(rgb: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 @torch.no_grad()
 def verify(
-    onnx_path: str | os.PathLike, seg: Segmentor, images: Sequence[np.ndarray], shape: Sequence[int]
+    onnx_path: str | os.PathLike, seg: Segmentor, images: Sequence[np.ndarray], shape: Sequence[int],
+    run: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
 ) -> list[dict]:
-    """Run onnxruntime and PyTorch on the same inputs and compare.
+    """Run the exported graph (onnxruntime on ``onnx_path``, or ``run``) and PyTorch on the same inputs and compare.
 
     Args:
         images: (h, w, 3) uint8 RGB images, resized to ``shape``.
+        run: input (1, 3, H, W) float32 -> the graph's outputs in order (e.g. an OpenVINO IR,
+            :func:`clustvit.deploy.quantize.openvino_runner`); default: an onnxruntime session on ``onnx_path``.
 
     Returns:
         Per image: ``max_abs_diff`` of the logits, ``agreement`` (share of pixels with the same arg-max),
         ``disagree_not_tie`` (differing pixels whose PyTorch top-2 margin exceeds 2 x max_abs_diff), ``tokens_onnx`` / ``tokens_torch`` (sequence length after merging) and ``ids_agreement``.
     """
-    import onnxruntime as ort
+    if run is None:
+        import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        run = lambda x: sess.run(None, {"image": x})  # noqa: E731 - the one default runner
     model = ExportedSegmentor(seg.eval()).eval()
     results = []
     for rgb in images:
         x = to_input(rgb, shape)
         ours = [t.cpu().numpy() for t in model(torch.from_numpy(x).to(next(seg.parameters()).device))]
-        theirs = sess.run(None, {"image": x})
+        theirs = run(x)
         diff = float(np.abs(theirs[0] - ours[0]).max())
         disagree = theirs[0].argmax(1) != ours[0].argmax(1)  # (1, H, W)
         top2 = np.sort(ours[0], axis=1)[:, -2:]  # (1, 2, H, W)

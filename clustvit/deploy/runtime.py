@@ -1,6 +1,7 @@
-"""Run an exported graph (``tools/export_onnx.py``) without PyTorch's model: onnxruntime or OpenVINO.
+"""Run an exported graph (``clustvit export``) without PyTorch's model: onnxruntime or OpenVINO.
 
     predictor = ExportedPredictor("model.onnx", backend="openvino")   # bf16=True: OpenVINO's bfloat16
+    predictor = ExportedPredictor("model.xml")                        # an OpenVINO IR (float32 or int8)
     labels = predictor.predict(rgb)                                   # (H, W) int64 at the input's size
 
 The graph runs at the fixed size it was exported at: every image is resized to it (bilinear, as the
@@ -8,7 +9,8 @@ test pipeline resizes) and the logits are upsampled back to the image for the ar
 (:func:`clustvit.inference.predictor.upsampled_argmax`, so memory does not grow with classes x pixels). Where a
 config resizes to that same size (``keep_ratio=False``), the labels are those of
 :class:`clustvit.inference.predictor.Predictor` up to float rounding. Class names and palette come from the file
-(written by the export); a graph without them gets generated ones.
+(written by the export); a graph without them gets generated ones. An OpenVINO IR (``.xml`` with its
+``.bin``, ``clustvit export --out model.xml [--int8]``) runs on OpenVINO only.
 
 Run OpenVINO in a process of its own (a deployment process): in a process that had it loaded, later
 PyTorch training with DataLoader workers was seen to crash (segmentation fault, OpenVINO 2026.4).
@@ -74,14 +76,22 @@ class ExportedPredictor:
 
     def __init__(self, path: str | Path, backend: str | None = None, bf16: bool = False,
                  threads: int | None = None) -> None:
-        """``backend``: "onnxruntime" or "openvino" (default: :func:`default_backend`); ``bf16``: OpenVINO's
-        bfloat16 inference precision (on CPUs that have it); ``threads``: intra-op threads (default: the runtime's)."""
+        """``path``: a .onnx file or an OpenVINO IR .xml (its .bin beside it); ``backend``: "onnxruntime" or
+        "openvino" (default: :func:`default_backend`; an IR: "openvino"); ``bf16``: OpenVINO's bfloat16 inference
+        precision (on CPUs that have it; with an int8 IR, for the ops left in float); ``threads``: intra-op
+        threads (default: the runtime's)."""
         path = Path(path)
-        backend = backend or default_backend()
+        ir = path.suffix == ".xml"
+        backend = backend or ("openvino" if ir else default_backend())
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        if ir and backend != "openvino":
+            raise ValueError(f"{path}: an OpenVINO IR runs on backend 'openvino', not {backend}")
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such ONNX file (write one with tools/export_onnx.py)")
+            kind = "OpenVINO IR" if ir else "ONNX"
+            raise FileNotFoundError(f"{path}: no such {kind} file (write one with clustvit export)")
+        if ir and not path.with_suffix(".bin").is_file():
+            raise FileNotFoundError(f"{path.with_suffix('.bin')}: the IR's weights are missing (expected beside {path.name})")
         try:
             self._run, meta, shape = (_onnxruntime if backend == "onnxruntime" else _openvino)(path, bf16, threads)
         except ImportError:
