@@ -1,16 +1,19 @@
-"""CPU inference kernels on oneDNN, installed per module instance by :func:`clustvit.accel.accelerate`.
+"""CPU inference kernels, installed per module instance by :func:`clustvit.accel.accelerate`.
 
 * :class:`OneDNNLinear`: float32 linear layers through oneDNN's inner product instead of the BLAS
   sgemm that ``F.linear`` calls (MKL), for inference-sized products.
-* :class:`HeadByHeadAttention`: full-length attention as two matmuls per (sequence, head) around a
-  softmax whose (l, l) map stays in the last-level cache, in float32 (oneDNN inner products) and
-  bfloat16 (``torch.matmul``, itself on oneDNN), within :data:`PER_HEAD_RANGE` tokens; installed by
-  default only where ATen runs AVX-512 code (:func:`default_kernels`).
+* :class:`KernelAttention`: attention whose kernel is chosen per dtype and sequence length by the
+  module's :class:`AttentionPlan`, among :data:`ATTENTION_KERNELS`: fused SDPA (the library kernel, what
+  the plain model runs), :func:`per_head_attention` (two matmuls per (sequence, head) around a softmax
+  whose (l, l) map stays in the last-level cache) and :func:`bmm_attention` (all heads of a sequence as
+  two batched matmuls around an in-place softmax). Lengths the plan does not cover run SDPA.
 
-Both are subclasses that change ``forward``'s kernel only, so parameters, state-dict keys, autograd,
-``torch.compile``, export and FLOP counting see the plain module: whenever a call records autograd,
-is traced, compiled, exported, runs under a dispatch mode, or is off CPU, the plain path runs.
-docs/BENCHMARKS.md says what each buys on a measured host (``tools/bench_kernels.py``).
+Which kernel runs where is decided by :mod:`clustvit.accel.tune` (measured on the host) or pinned by the
+caller; this module only provides the kernels and the class swaps (:func:`install`, :func:`uninstall`).
+
+Both classes are subclasses that change ``forward``'s kernel only, so parameters, state-dict keys,
+autograd, ``torch.compile``, export and FLOP counting see the plain module: whenever a call records
+autograd, is traced, compiled, exported, runs under a dispatch mode, or is off CPU, the plain path runs.
 
 This is the one place that calls private torch APIs (``torch.ops.mkldnn._linear_pointwise`` and the
 dispatch-mode probe); :func:`onednn_available` tells whether this torch build has them, and
@@ -18,6 +21,9 @@ dispatch-mode probe); :func:`onednn_available` tells whether this torch build ha
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +33,25 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from clustvit.models.attention import sequence_attention
 from clustvit.models.vit import Attention
 
-# Below ~8M multiply-adds oneDNN's per-call overhead loses to the BLAS (tools/bench_kernels.py).
+# Below ~8M multiply-adds a call is too short for the kernel to matter and oneDNN's per-call overhead can
+# lose to the BLAS (``clustvit bench kernels``): such calls take F.linear even in a module that chose
+# oneDNN, and the tuner does not time them.
 MIN_MACS = 1 << 23
-# Sequence lengths (inclusive) where head by head beats the fused CPU kernel, per dtype
-# (``tools/bench_kernels.py --tokens ...`` sweeps; docs/BENCHMARKS.md).
-PER_HEAD_RANGE: dict[torch.dtype, tuple[int, int]] = {torch.bfloat16: (256, 2048), torch.float32: (385, 2048)}
 
-
-KINDS = ("onednn_linear", "head_by_head_attention")
+# The kinds :func:`install` swaps in and :func:`clustvit.accel.describe` counts.
+KINDS = ("onednn_linear", "head_by_head_attention", "bmm_attention")
+# Attention kernel name -> the describe() kind that counts it (sdpa, the library kernel, is no kind).
+ATTENTION_KINDS = {"head_by_head": "head_by_head_attention", "bmm": "bmm_attention"}
+# Dtypes an attention plan covers: float32 inference and ``accelerate(dtype=torch.bfloat16)``.
+PLAN_DTYPES = (torch.float32, torch.bfloat16)
+LONGEST = 1 << 30  # the upper end of a plan range that covers every length
 
 
 def default_kernels() -> tuple[str, ...]:
-    """The kernels that pay on this CPU, as measured (docs/BENCHMARKS.md): oneDNN linears wherever
-    oneDNN is; head-by-head attention only where ATen runs AVX-512 code (on an AVX2 host the fused
-    kernel was faster)."""
+    """The static CPU-flag rule :func:`clustvit.accel.accelerate` used before it measured: oneDNN linears
+    wherever oneDNN is, head-by-head attention only where ATen runs AVX-512 code. Not used by
+    ``accelerate`` any more (it times the candidates, :mod:`clustvit.accel.tune`); kept for callers that
+    want the old choice, as ``accelerate(..., kernels=default_kernels())``."""
     wide = torch.backends.cpu.get_cpu_capability() == "AVX512"
     return ("onednn_linear", "head_by_head_attention") if wide else ("onednn_linear",)
 
@@ -118,48 +129,170 @@ def per_head_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return out
 
 
-class HeadByHeadAttention(Attention):
-    """``Attention`` whose eager CPU inference runs head by head at the lengths of :data:`PER_HEAD_RANGE`."""
+def bmm_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v as two batched matmuls over the heads of one sequence at a time.
+
+    The (h, l, l) logits are one buffer, normalised in place (one map per sequence in memory, not one per
+    batch); public ATen ops only (``torch.bmm``, ``torch.softmax``). In bfloat16 the logits are rounded
+    to bfloat16 before the softmax, as explicit attention under autocast does.
+
+    Args:
+        q, k, v: (n, h, l, d), any strides (typically views into one packed qkv projection).
+
+    Returns:
+        (n, h, l, d) contiguous, in q's dtype.
+    """
+    n, _, _, d = q.shape
+    q = q * d**-0.5  # scale the (n, h, l, d) queries once rather than every (l, l) map
+    out = v.new_empty(q.shape)
+    for b in range(n):
+        logits = torch.bmm(q[b], k[b].transpose(1, 2))  # (h, l, l)
+        torch.softmax(logits, -1, out=logits)  # in place: no second (h, l, l) buffer
+        torch.bmm(logits, v[b], out=out[b])  # (h, l, d)
+    return out
+
+
+def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The library kernel, what the plain model runs: ``F.scaled_dot_product_attention``."""
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+# Kernel name -> (n, h, l, d) q, k, v -> (n, h, l, d). "sdpa" first: the library kernel.
+ATTENTION_KERNELS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "sdpa": sdpa, "head_by_head": per_head_attention, "bmm": bmm_attention,
+}
+
+
+def attention_candidates(dtype: torch.dtype) -> tuple[str, ...]:
+    """The attention kernels that can run in ``dtype`` on this build, the library kernel first
+    (float32 head by head calls oneDNN's inner product)."""
+    if dtype == torch.float32 and not onednn_available():
+        return ("sdpa", "bmm")
+    return tuple(ATTENTION_KERNELS)
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """Which attention kernel runs at which sequence length, per dtype.
+
+    ``ranges[dtype]`` holds ``(lo, hi, kernel)`` triples, inclusive, disjoint; a (dtype, length) they do
+    not cover runs ``"sdpa"`` (the library kernel).
+    """
+
+    ranges: dict[torch.dtype, tuple[tuple[int, int, str], ...]] = field(default_factory=dict)
+
+    @classmethod
+    def everywhere(cls, kernel: str) -> AttentionPlan:
+        """``kernel`` at every length, in every dtype of :data:`PLAN_DTYPES` (a pin)."""
+        return cls({dt: ((0, LONGEST, kernel),) for dt in PLAN_DTYPES})
+
+    def pick(self, dtype: torch.dtype, length: int) -> str:
+        """The kernel for a sequence of ``length`` tokens in ``dtype``."""
+        for lo, hi, kernel in self.ranges.get(dtype, ()):
+            if lo <= length <= hi:
+                return kernel
+        return "sdpa"
+
+    def kernels(self) -> set[str]:
+        """The non-library kernels the plan runs somewhere."""
+        return {kernel for spans in self.ranges.values() for _, _, kernel in spans if kernel != "sdpa"}
+
+    def without(self, kernels: set[str]) -> AttentionPlan:
+        """The plan with ``kernels`` replaced by the library kernel."""
+        return AttentionPlan({dt: tuple(s for s in spans if s[2] not in kernels) for dt, spans in self.ranges.items()})
+
+
+class KernelAttention(Attention):
+    """``Attention`` whose eager CPU inference runs the kernel ``self.kernel_plan`` picks for the dtype and
+    sequence length (SDPA elsewhere; same parameters and keys)."""
+
+    kernel_plan: AttentionPlan
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        span = PER_HEAD_RANGE.get(q.dtype)
-        if span is not None and eager_inference(q) and span[0] <= q.shape[-2] <= span[1]:
-            return per_head_attention(q, k, v)
+        if eager_inference(q):
+            return ATTENTION_KERNELS[self.kernel_plan.pick(q.dtype, q.shape[-2])](q, k, v)
         return super().attend(q, k, v)
 
     def attend_packed(self, qkv: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> Tensor:
         if not eager_inference(qkv):
             return super().attend_packed(qkv, cu_seqlens, max_seqlen)
-        return sequence_attention(qkv, cu_seqlens, self.num_heads, self.attend)  # (T, C), head by head per length
+        return sequence_attention(qkv, cu_seqlens, self.num_heads, self.attend)  # (T, C), a kernel per length
+
+
+# The class name the docs and earlier callers know; head by head is one of its kernels.
+HeadByHeadAttention = KernelAttention
+
+
+def install_linear(m: nn.Linear) -> None:
+    """Make a plain ``nn.Linear`` a :class:`OneDNNLinear` (in place)."""
+    m.__class__ = OneDNNLinear
+
+
+def install_attention(m: Attention, plan: AttentionPlan) -> None:
+    """Make a plain ``Attention`` a :class:`KernelAttention` running ``plan`` (in place); a plan of the
+    library kernel only leaves it plain."""
+    if not plan.kernels():
+        return
+    m.__class__ = KernelAttention
+    m.kernel_plan = plan
 
 
 def install(model: nn.Module, kinds: tuple[str, ...] = KINDS) -> dict[str, int]:
-    """Swap the class of every plain ``nn.Linear`` and ``Attention`` in ``model`` (in place), for the
-    kernels named in ``kinds``.
+    """Force the kernels named in ``kinds`` into every plain ``nn.Linear`` and ``Attention`` of ``model``
+    (in place), at every size, whether or not they pay.
+
+    An attention kind runs at every length and dtype; several attention kinds are dealt out to the
+    attention modules in turn (module i gets ``kinds[i % n]``), so that forcing :data:`KINDS` runs every
+    kernel somewhere in one model (the parity checks).
 
     Returns:
-        How many modules each kernel was installed into (all 0 where oneDNN is missing).
+        How many modules each kind was installed into (all 0 where oneDNN is missing).
     """
-    counts = {"onednn_linear": 0, "head_by_head_attention": 0}
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"kernels {sorted(unknown)}: expected some of {', '.join(KINDS)}")
+    counts = dict.fromkeys(KINDS, 0)
     if not onednn_available():
         return counts
+    attention = [name for name, kind in ATTENTION_KINDS.items() if kind in kinds]
+    i = 0
     for m in model.modules():
         if type(m) is nn.Linear and "onednn_linear" in kinds:
-            m.__class__ = OneDNNLinear
+            install_linear(m)
             counts["onednn_linear"] += 1
-        elif type(m) is Attention and "head_by_head_attention" in kinds:
-            m.__class__ = HeadByHeadAttention
-            counts["head_by_head_attention"] += 1
+        elif type(m) is Attention and attention:
+            kernel = attention[i % len(attention)]
+            install_attention(m, AttentionPlan.everywhere(kernel))
+            counts[ATTENTION_KINDS[kernel]] += 1
+            i += 1
     return counts
 
 
 def uninstall(model: nn.Module, kinds: tuple[str, ...] = KINDS) -> None:
-    """Give the modules :func:`install` swapped their plain class back (those of ``kinds``; in place)."""
+    """Take the kernels of ``kinds`` out of the modules :func:`install` swapped (in place): linears get
+    their plain class back; attention plans lose those kernels, and a plan left with the library kernel
+    only gives the module its plain class back."""
+    drop = {name for name, kind in ATTENTION_KINDS.items() if kind in kinds}
     for m in model.modules():
         if type(m) is OneDNNLinear and "onednn_linear" in kinds:
             m.__class__ = nn.Linear
-        elif type(m) is HeadByHeadAttention and "head_by_head_attention" in kinds:
-            m.__class__ = Attention
+        elif type(m) is KernelAttention and drop:
+            plan = m.kernel_plan.without(drop)
+            if plan.kernels():
+                m.kernel_plan = plan
+            else:
+                m.__class__ = Attention
+                del m.kernel_plan
+
+
+def kernel_counts(model: nn.Module) -> dict[str, int]:
+    """How many modules of ``model`` run each kind of :data:`KINDS` (an attention module counts once for
+    every kernel its plan runs somewhere)."""
+    counts = dict.fromkeys(KINDS, 0)
+    for m in model.modules():
+        if type(m) is OneDNNLinear:
+            counts["onednn_linear"] += 1
+        elif type(m) is KernelAttention:
+            for kernel in m.kernel_plan.kernels():
+                counts[ATTENTION_KINDS[kernel]] += 1
+    return counts
