@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from clustvit.data.prep_suim import convert_suim
+
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SUIM_SAMPLES = SHARED / "data" / "samples" / "SUIM" / "TEST"
+DEMO = REPO / "config" / "demo" / "segmenter_clustvit-demo_synthetic.py"
+# --cfg-options that shrink the demo ClustViT to a few milliseconds per image (the prediction tests).
+TINY_DEMO = [
+    "model.backbone.embed_dim=32", "model.backbone.depth=2", "model.backbone.num_heads=2",
+    "model.backbone.injection_point=1", "model.backbone.out_indices=[1]", "model.backbone.cluster_mlp_size=32",
+    "model.decode_head.embed_dim=32", "model.decode_head.num_heads=2", "data.test_pipeline.scale=(96, 64)",
+]
+
+
+def need(path: Path) -> None:
+    """Skip when shared sample data is missing locally; in CI (which has ../shared) that is a failure."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} missing")
+        pytest.skip(f"{path} missing")
+
+
+def converted_suim(root: Path) -> Path:
+    """The shared SUIM test samples copied under ``root/TEST`` with their RGB masks converted to labels
+    (``masks_label/``), as ``clustvit data suim`` leaves a real SUIM folder; returns ``root``."""
+    need(SUIM_SAMPLES)
+    shutil.copytree(SUIM_SAMPLES / "images", root / "TEST" / "images")
+    (root / "TEST" / "masks").mkdir(parents=True)
+    for bmp in (SUIM_SAMPLES / "masks").glob("*.bmp"):
+        shutil.copy(bmp, root / "TEST" / "masks" / bmp.name)
+    assert not convert_suim(root, progress=False).errors
+    return root
 
 
 def tiny_config(schedule: str) -> str:

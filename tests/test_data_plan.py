@@ -2,13 +2,12 @@
 agrees with ``clustvit bench flops --oracle-clusters`` on the shared SUIM samples."""
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import converted_suim
 from PIL import Image
 
 from clustvit.bench import common as bench
@@ -16,7 +15,6 @@ from clustvit.bench import forecast
 from clustvit.bench.flops import count_flops
 from clustvit.cli import main
 from clustvit.configs import load_config
-from clustvit.data.prep_suim import convert_suim
 from clustvit.models.build import build_segmentor
 from clustvit.models.oracle import oracle_cluster_ids
 
@@ -141,17 +139,7 @@ def test_plan_rejects_a_vit_model_in_one_line(tmp_path: Path, capsys: pytest.Cap
 def test_agrees_with_bench_flops_on_suim_samples(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """ClustViT-B (SUIM, k=3, ip=3) on 2 shared SUIM samples: the plan's k=3/ip=3 GFLOPs per image are
     ``clustvit bench flops --oracle-clusters``'s (within 1%; in fact equal), its tokens the pseudo-labels'."""
-    src = SHARED / "data/samples/SUIM/TEST"
-    if not src.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{src} missing")
-        pytest.skip(f"{src} missing")
-    root = tmp_path / "suim"
-    shutil.copytree(src / "images", root / "TEST/images")
-    (root / "TEST/masks").mkdir(parents=True)
-    for bmp in (src / "masks").glob("*.bmp"):
-        shutil.copy(bmp, root / "TEST/masks" / bmp.name)
-    assert not convert_suim(root, progress=False).errors
+    root = converted_suim(tmp_path / "suim")
     assert main(["bench", "flops", SUIM_K3_IP3, "--data-root", str(root), "--split", "test", "--limit", "2",
                  "--oracle-clusters", "--work-dir", str(tmp_path / "bf")]) == 0
     assert main(["data", "plan", SUIM_K3_IP3, "--cfg-options", f"data.root={root}", "--split", "test",

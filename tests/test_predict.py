@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEMO, TINY_DEMO
 from PIL import Image
 
 from clustvit import cli
@@ -19,13 +20,8 @@ from clustvit.viz.draw import colorize, overlay
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SUIM = SHARED / "data" / "samples" / "SUIM" / "TEST" / "images"
-DEMO = REPO / "config" / "demo" / "segmenter_clustvit-demo_synthetic.py"
 # The demo ClustViT shrunk further, at a 64x96 test size (4x6 tokens): fast on two cores.
-TINY = [
-    "model.backbone.embed_dim=32", "model.backbone.depth=2", "model.backbone.num_heads=2",
-    "model.backbone.injection_point=1", "model.backbone.out_indices=[1]", "model.backbone.cluster_mlp_size=32",
-    "model.decode_head.embed_dim=32", "model.decode_head.num_heads=2", "data.test_pipeline.scale=(96, 64)",
-]
+TINY = TINY_DEMO
 
 
 def samples() -> list[Path]:

@@ -12,17 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import DEMO, TINY_DEMO
 
 from clustvit.inference.api import load
 from clustvit.inference.predict import collect_inputs, output_stems, predict_inputs, shard
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "config" / "demo" / "segmenter_clustvit-demo_synthetic.py"
-TINY = [
-    "model.backbone.embed_dim=32", "model.backbone.depth=2", "model.backbone.num_heads=2",
-    "model.backbone.injection_point=1", "model.backbone.out_indices=[1]", "model.backbone.cluster_mlp_size=32",
-    "model.decode_head.embed_dim=32", "model.decode_head.num_heads=2", "data.test_pipeline.scale=(96, 64)",
-]
+TINY = TINY_DEMO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

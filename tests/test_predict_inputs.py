@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEMO, TINY_DEMO
 from PIL import Image
 
 from clustvit import cli
@@ -22,12 +23,7 @@ from clustvit.inference.api import load
 from clustvit.inference.predictor import as_rgb, upsampled_argmax
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "config" / "demo" / "segmenter_clustvit-demo_synthetic.py"
-TINY = [
-    "model.backbone.embed_dim=32", "model.backbone.depth=2", "model.backbone.num_heads=2",
-    "model.backbone.injection_point=1", "model.backbone.out_indices=[1]", "model.backbone.cluster_mlp_size=32",
-    "model.decode_head.embed_dim=32", "model.decode_head.num_heads=2", "data.test_pipeline.scale=(96, 64)",
-]
+TINY = TINY_DEMO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

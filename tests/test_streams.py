@@ -16,18 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import DEMO, TINY_DEMO
 
 from clustvit import cli
 from clustvit.inference.api import load
 from clustvit.inference.stream import latest, open_source, predict_stream, read_label_video
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "config" / "demo" / "segmenter_clustvit-demo_synthetic.py"
-TINY = [
-    "model.backbone.embed_dim=32", "model.backbone.depth=2", "model.backbone.num_heads=2",
-    "model.backbone.injection_point=1", "model.backbone.out_indices=[1]", "model.backbone.cluster_mlp_size=32",
-    "model.decode_head.embed_dim=32", "model.decode_head.num_heads=2", "data.test_pipeline.scale=(96, 64)",
-]
+TINY = TINY_DEMO
 ERROR = "cannot open video, expected a video file, camera index or stream URL"
 
 pytestmark = pytest.mark.usefixtures("one_thread")

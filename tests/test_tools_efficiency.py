@@ -1,9 +1,7 @@
 """``clustvit bench ...`` runs end to end on tiny configs, and what it prints and writes is right."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import converted_suim
 
 from clustvit import loading
 from clustvit.accel import cpu
@@ -18,7 +17,6 @@ from clustvit.bench import common as bench
 from clustvit.bench import compare, kernels, report, timing
 from clustvit.cli import command_parser, main
 from clustvit.configs import load_config
-from clustvit.data.prep_suim import convert_suim
 from clustvit.models.losses import pseudo_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,17 +175,7 @@ def test_batched_equals_batch_one() -> None:
 
 def test_suim_samples_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The real SUIM samples (raw .bmp masks converted in a copy) through get_flops with oracle clusters."""
-    src = SHARED / "data/samples/SUIM/TEST"
-    if not src.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{src} missing")
-        pytest.skip(f"{src} missing")
-    root = tmp_path / "suim"
-    shutil.copytree(src / "images", root / "TEST/images")
-    (root / "TEST/masks").mkdir(parents=True)
-    for bmp in (src / "masks").glob("*.bmp"):
-        shutil.copy(bmp, root / "TEST/masks" / bmp.name)
-    assert not convert_suim(root, progress=False).errors
+    root = converted_suim(tmp_path / "suim")
     cfg = tmp_path / "tiny_suim.py"
     cfg.write_text(
         f'_base_ = "{ROOT}/config/clustvit/others/segmenter_clustvit-b_mask_1xb8-80k_suim-512x512_k3_ip3.py"\n'

@@ -63,6 +63,14 @@ class Outcome:
                 "interrupted": sum(v.interrupted for v in self.videos)}
 
 
+def folder_files(folder: Path, suffixes: Sequence[str], what: str) -> list[Path]:
+    """The files of ``folder`` with one of ``suffixes`` (any case), sorted, not recursive; none is an error."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if not found:
+        raise FileNotFoundError(f"{folder}: no {what} in this folder")
+    return found
+
+
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Path | str]:
     """Image and video files as given, folders expanded to their image and video files (sorted, not
     recursive), live sources (camera index, ``/dev/video*``, URL) as the strings given. A bare integer is
@@ -73,11 +81,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path | str]:
         if is_live(item) and not path.is_file():
             out.append(str(item))
         elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file()
-                           and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"{path}: no image or video files in this folder")
-            out += found
+            out += folder_files(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES, "image or video files")
         elif path.is_file():
             out.append(path)
         else:
@@ -101,10 +105,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"{item}: no image files ({'/'.join(IMAGE_SUFFIXES)}) in this folder")
-            out += found
+            out += folder_files(item, IMAGE_SUFFIXES, f"image files ({'/'.join(IMAGE_SUFFIXES)})")
         elif item.is_file():
             out.append(item)
         else:
