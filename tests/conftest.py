@@ -59,6 +59,13 @@ data = dict(train_pipeline=dict(scale=(64, 64), crop_size=(64, 64)), test_pipeli
 '''
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The kernel tuner's cache (``clustvit.accel.tune``) in a folder of the test session's own, never the
+    user's ``~/.cache``; subprocesses inherit it."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models are dominated by per-op overhead, which extra threads only add to."""

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from clustvit import parity
 from clustvit.accel import accelerate, amp_dtype, cast_weights, cpu, describe, plain
+from clustvit.accel.dtype import warn_if_emulated
 from clustvit.models.build import build_segmentor
 from clustvit.models.vit import Attention
 
@@ -279,17 +280,13 @@ def test_accelerated_model_is_batch_invariant(kernel: str):
             assert torch.equal(batched[b : b + 1].argmax(1), alone.argmax(1))
 
 
-def test_host_choices_follow_the_cpu(capsys: pytest.CaptureFixture) -> None:
-    """The old static rule stays available (head by head only where ATen runs AVX-512 code) as a forced
-    tuple; an unknown kind is refused; --amp on a CPU without bf16 instructions says, in one line, that it
-    runs emulated (and nothing on CUDA or where oneDNN has bf16 kernels)."""
-    from clustvit.accel.dtype import warn_if_emulated
-
-    wide = torch.backends.cpu.get_cpu_capability() == "AVX512"
-    assert cpu.default_kernels() == (("onednn_linear", "head_by_head_attention") if wide else ("onednn_linear",))
+def test_forced_kinds_and_the_emulated_bf16_warning(capsys: pytest.CaptureFixture) -> None:
+    """A tuple of kinds forces exactly those kernels, unmeasured; an unknown kind is refused; --amp on a CPU
+    without bf16 instructions says, in one line, that it runs emulated (and nothing on CUDA or where oneDNN
+    has bf16 kernels)."""
     seg = build_segmentor(tiny_cfg()).eval()
-    counts = describe(accelerate(seg, "cpu", kernels=cpu.default_kernels()))
-    assert counts["head_by_head_attention"] == (4 if wide and ONEDNN else 0) and (counts["onednn_linear"] > 0) == ONEDNN
+    counts = describe(accelerate(seg, "cpu", kernels=("onednn_linear", "head_by_head_attention")))
+    assert counts["head_by_head_attention"] == (4 if ONEDNN else 0) and (counts["onednn_linear"] > 0) == ONEDNN
     with pytest.raises(ValueError, match=r"kernels \['fast'\]: expected some of onednn_linear, head_by_head_attention, "
                                          r"bmm_attention"):
         accelerate(seg, "cpu", kernels=("fast",))

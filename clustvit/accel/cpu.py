@@ -47,15 +47,6 @@ PLAN_DTYPES = (torch.float32, torch.bfloat16)
 LONGEST = 1 << 30  # the upper end of a plan range that covers every length
 
 
-def default_kernels() -> tuple[str, ...]:
-    """The static CPU-flag rule :func:`clustvit.accel.accelerate` used before it measured: oneDNN linears
-    wherever oneDNN is, head-by-head attention only where ATen runs AVX-512 code. Not used by
-    ``accelerate`` any more (it times the candidates, :mod:`clustvit.accel.tune`); kept for callers that
-    want the old choice, as ``accelerate(..., kernels=default_kernels())``."""
-    wide = torch.backends.cpu.get_cpu_capability() == "AVX512"
-    return ("onednn_linear", "head_by_head_attention") if wide else ("onednn_linear",)
-
-
 def native_bf16() -> bool:
     """oneDNN has bfloat16 kernels for this CPU (else bfloat16 matmuls are emulated, several times
     slower than float32)."""
@@ -220,7 +211,6 @@ class KernelAttention(Attention):
 
 
 # The class name the docs and earlier callers know; head by head is one of its kernels.
-HeadByHeadAttention = KernelAttention
 
 
 def install_linear(m: nn.Linear) -> None:

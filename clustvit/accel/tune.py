@@ -40,6 +40,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -298,6 +299,7 @@ class Tuner:
         known = read_cache(self.path).get(host, {})
         out: dict[Benchmark, tuple[dict[str, float], str]] = {}
         fresh: dict[str, dict] = {}
+        announced = False
         for bench in dict.fromkeys(benches):
             ms = {k: cached_ms(known, bench.key(k)) for k in bench.candidates}
             if all(v is not None for v in ms.values()):
@@ -306,6 +308,11 @@ class Tuner:
             if self.measure is None:
                 out[bench] = ({}, "not measured")
                 continue
+            if not announced:
+                # The first start on a host spends seconds here: say why, once, and where it is kept.
+                where = f"; cached in {self.path}" if self.path is not None else ""
+                print(f"clustvit: timing the CPU kernels for this model's shapes once{where}", file=sys.stderr)
+                announced = True
             seconds = self.measure(bench, self.budget_s)
             medians = {k: 1e3 * statistics.median(s) for k, s in seconds.items()}
             log.info("kernel timing %s %s: %s", bench.op, bench.shape(), medians)

@@ -4,8 +4,8 @@ for each kernel choice.
 Rows: the four linear shapes of a block (qkv, proj, fc1, fc2) through PyTorch's default float32 path
 (``F.linear``: the BLAS, MKL in the PyPI wheels), through oneDNN's inner product (what
 ``clustvit.accel.cpu.OneDNNLinear`` runs) and in bfloat16; then fused attention (SDPA) in float32 and
-bfloat16, attention head by head (``clustvit.accel.cpu.per_head_attention``, what accelerated inference
-runs in ``PER_HEAD_RANGE``), and the explicit float32 form (q k^T, softmax, @ v: what the official
+bfloat16, attention head by head (``clustvit.accel.cpu.per_head_attention``, one of the kernels accelerated
+inference measures and may choose: ``clustvit.accel.tune``), and the explicit float32 form (q k^T, softmax, @ v: what the official
 implementation runs). 1025 tokens is a full 512² ViT sequence, 222 a typical merged ClustViT one.
 Each cell is the median of ``--repeats`` calls after two untimed ones (``clustvit.bench.timing``);
 docs/BENCHMARKS.md shows a run. The bfloat16 rows are kernel rates by dtype, not ``--amp``.
