@@ -7,7 +7,7 @@ mmseg checkpoints to them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -232,15 +232,21 @@ class VisionTransformer(nn.Module):
     def forward(self, x: Tensor) -> BackboneOutput:
         """(B, 3, H, W) normalised image -> BackboneOutput with one (B, C, h, w) map per out index."""
         x, hw = self.embed(x)  # (B, 1+N, C)
+        x, features = self.run_blocks(x, lambda patches: to_map(patches, hw))
+        tokens = torch.full((x.shape[0], self.depth), x.shape[1], dtype=torch.long, device=x.device)
+        return BackboneOutput(features=features, tokens_per_block=tokens)
+
+    def run_blocks(self, x: Tensor, as_map: Callable[[Tensor], Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Every block on ``x`` (B, 1+L, C), the final norm after the last; returns the output sequence
+        and, in ``out_indices`` order, ``as_map(patch tokens (B, L, C))`` after each selected block."""
         features = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i == self.depth - 1 and self.final_norm:
                 x = self.norm(x)
             if i in self.out_indices:
-                features.append((i, to_map(x[:, 1:], hw)))
-        tokens = torch.full((x.shape[0], self.depth), x.shape[1], dtype=torch.long, device=x.device)
-        return BackboneOutput(features=ordered(features, self.out_indices), tokens_per_block=tokens)
+                features.append((i, as_map(x[:, 1:])))
+        return x, ordered(features, self.out_indices)
 
 
 def normalize_out_indices(out_indices: int | Sequence[int], depth: int) -> tuple[int, ...]:

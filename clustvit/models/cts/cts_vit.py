@@ -29,7 +29,7 @@ from clustvit.models.cts.sharing import (
     superpatch_region,
     unshare_tokens,
 )
-from clustvit.models.vit import BackboneOutput, VisionTransformer, ordered, resample_pos_embed, to_map
+from clustvit.models.vit import BackboneOutput, VisionTransformer, resample_pos_embed, to_map
 
 
 class CTSViT(VisionTransformer):
@@ -97,18 +97,13 @@ class CTSViT(VisionTransformer):
         cls = (self.cls_token + pos[:, :1]).expand(B, -1, -1)
         x = torch.cat([cls, tokens], dim=1)  # (B, 1+L, C)
 
-        features = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i == self.depth - 1 and self.final_norm:
-                x = self.norm(x)
-            if i in self.out_indices:
-                features.append((i, to_map(unshare_tokens(x[:, 1:], plan), grid)))  # (B, C, h, w)
+        # Every position gets the token that stands for it: (B, L, C) -> (B, C, h, w) on the full grid.
+        x, features = self.run_blocks(x, lambda patches: to_map(unshare_tokens(patches, plan), grid))
 
         shared_mask = torch.zeros(B, scores.shape[1] * scores.shape[2], dtype=torch.bool, device=x.device)
         shared_mask.scatter_(1, plan.shared_idx, True)
         return BackboneOutput(
-            features=ordered(features, self.out_indices),
+            features=features,
             tokens_per_block=torch.full((B, self.depth), x.shape[1], dtype=torch.long, device=x.device),
             extra={"policy_logits": logits, "shared_mask": shared_mask.reshape(scores.shape)},
         )
