@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from clustvit import cli
+from clustvit.data.base import read_image
 from clustvit.deploy.export import ExportedSegmentor, to_input, verify
 from clustvit.deploy.runtime import ExportedPredictor
 from clustvit.inference.api import build_model, dataset_meta, resolve_config
-from clustvit.inference.predict import read_rgb
 from clustvit.inference.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_onnx_matches_pytorch_on_suim_with_varying_token_counts(exported: tuple[Path, Path]) -> None:
     onnx_path, ckpt = exported
     seg = build_model(resolve_config(DEMO, TINY), ckpt)
-    images = [read_rgb(p) for p in sorted(SUIM.iterdir())]
+    images = [read_image(p) for p in sorted(SUIM.iterdir())]
     images.append(np.full((60, 80, 3), 90, dtype=np.uint8))  # uniform: one cluster id, nothing merged
     results = verify(onnx_path, seg, images, SHAPE)
     for r in results:
@@ -85,7 +85,7 @@ def test_onnx_graph_has_one_image_input_and_the_merge_statistics(exported: tuple
 
 def test_export_wrapper_matches_predict_logits(exported: tuple[Path, Path]) -> None:
     seg = build_model(resolve_config(DEMO, TINY), exported[1])
-    x = torch.from_numpy(to_input(read_rgb(sorted(SUIM.iterdir())[0]), SHAPE))
+    x = torch.from_numpy(to_input(read_image(sorted(SUIM.iterdir())[0]), SHAPE))
     with torch.no_grad():
         logits, tokens, ids = ExportedSegmentor(seg)(x)
         torch.testing.assert_close(logits, seg.predict_logits(x))
@@ -111,7 +111,7 @@ def test_exported_graph_runs_without_the_model(exported: tuple[Path, Path]) -> N
         "sky", "grass", "water", "rock", "weed", "robot")
     assert deployed.palette == reference.palette
     for image in sorted(SUIM.iterdir()):
-        rgb = read_rgb(image)
+        rgb = read_image(image)
         labels = deployed.predict(rgb)
         assert labels.shape == rgb.shape[:2] == (480, 640) and labels.dtype == np.int64
         assert (labels == reference.predict(rgb)).mean() > 0.999  # float rounding at near-ties only
@@ -124,7 +124,7 @@ def test_predict_cli_on_an_exported_graph_with_openvino(exported: tuple[Path, Pa
     label PNGs are PyTorch's labels. Wrong runtimes and arguments are one line each."""
     onnx_path, ckpt = exported
     reference = _reference_predictor(ckpt)
-    expected = {image.stem: reference.predict(read_rgb(image)) for image in sorted(SUIM.iterdir())}
+    expected = {image.stem: reference.predict(read_image(image)) for image in sorted(SUIM.iterdir())}
     for amp, line in ((False, "(openvino)"), (True, "(openvino, bf16)")):
         out = tmp_path / f"amp{int(amp)}"
         run = subprocess.run([sys.executable, "-m", "clustvit", "predict", str(onnx_path), str(SUIM), "--out", str(out),

@@ -3,6 +3,7 @@ each planted label error in one line naming the file."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,15 @@ def test_structural_problems_are_one_line(tmp_path: Path) -> None:
     save_mask(tmp_path / "x.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(DatasetError, match="dataset folder not found"):
         Folder(tmp_path / "missing", "train")
+
+
+def test_a_folder_with_a_test_split_only_is_checked_and_read(tmp_path: Path) -> None:
+    """Images to evaluate on, nothing to train on: check and the test split work; train says what is missing."""
+    root = make_folder(tmp_path / "t", layout="split_dirs")
+    (root / "train").rename(root / "test")
+    shutil.rmtree(root / "val")
+    report = check_folder(root)
+    assert report.ok and report.split_sizes == {"test": 4}
+    assert len(Folder(root, "test")) == 4
+    with pytest.raises(DatasetError, match=r"no train split \(found: test\)"):
+        Folder(root, "train")

@@ -20,6 +20,7 @@ from clustvit import cli
 from clustvit.data.base import read_image
 from clustvit.data.datasets import ADE20K
 from clustvit.inference.api import load
+from clustvit.inference.predict import output_stems
 from clustvit.inference.predictor import as_rgb, upsampled_argmax
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,3 +201,10 @@ def test_predict_rejects_what_it_cannot_mean_in_one_value_error(predictor, bad, 
     with pytest.raises(ValueError) as err:
         predictor.predict(bad)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_output_names_never_collide() -> None:
+    """Three inputs with one stem (from different folders) and a file already named like a suffixed one."""
+    files = [Path("a/x.jpg"), Path("b/x.jpg"), Path("c/x.jpg"), Path("d/x_jpg.png"), Path("e/x.png")]
+    stems = output_stems(files)
+    assert stems == ["x", "x_jpg", "x_jpg_2", "x_jpg_png", "x_png"] and len(set(stems)) == len(stems)

@@ -166,6 +166,8 @@ def test_predict_stream_over_a_generator_like_a_robot_loop(predictor) -> None:
     opened = open_source(camera())
     assert [i for i, _ in predict_stream(predictor, opened, every=2, max_frames=5)] == [0, 4]
     assert opened.unreadable == [2] and opened.fps is None
+    stacked = np.stack([frame(i) for i in range(3)])  # (3, H, W, 3): an array of frames is a source too
+    assert [i for i, _ in predict_stream(predictor, stacked)] == [0, 1, 2]
 
 
 def test_latest_hands_a_slow_consumer_the_newest_item() -> None:

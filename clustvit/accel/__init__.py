@@ -11,7 +11,7 @@ runs, per instance, keeping every parameter and state-dict key:
 * ``compile=True``: ``torch.compile`` of the backbone and the head (dynamic sequence length).
 
 The inference entry points (``clustvit.load``, test.py, predict, the timing tools) call it unless told
-not to (``accelerate=False`` / ``--no-accel``); training never needs it. A benchmark A/B is two models,
+not to (``accel=False`` / ``--no-accel``); training never needs it. A benchmark A/B is two models,
 one accelerated.
 """
 

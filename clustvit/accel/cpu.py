@@ -15,8 +15,9 @@ Both classes are subclasses that change ``forward``'s kernel only, so parameters
 autograd, ``torch.compile``, export and FLOP counting see the plain module: whenever a call records
 autograd, is traced, compiled, exported, runs under a dispatch mode, or is off CPU, the plain path runs.
 
-This is the one place that calls private torch APIs (``torch.ops.mkldnn._linear_pointwise`` and the
-dispatch-mode probe); :func:`onednn_available` tells whether this torch build has them, and
+This is the one place on the inference path that calls private torch APIs
+(``torch.ops.mkldnn._linear_pointwise`` and the dispatch-mode probe; the FLOP forecast's shape-only mode,
+``clustvit.bench.forecast``, is analysis); :func:`onednn_available` tells whether this torch build has them, and
 :func:`install` installs nothing where it does not.
 """
 
@@ -209,8 +210,6 @@ class KernelAttention(Attention):
             return super().attend_packed(qkv, cu_seqlens, max_seqlen)
         return sequence_attention(qkv, cu_seqlens, self.num_heads, self.attend)  # (T, C), a kernel per length
 
-
-# The class name the docs and earlier callers know; head by head is one of its kernels.
 
 
 def install_linear(m: nn.Linear) -> None:

@@ -91,9 +91,15 @@ def host_key() -> str:
     return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
-def default_cache_path() -> Path:
-    """``$XDG_CACHE_HOME/clustvit/kernels.json``, else ``~/.cache/clustvit/kernels.json``."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def default_cache_path() -> Path | None:
+    """``$XDG_CACHE_HOME/clustvit/kernels.json``, else ``~/.cache/clustvit/kernels.json``; None (times kept
+    in memory) where there is no home folder to hold it (a container user without one)."""
+    root = os.environ.get("XDG_CACHE_HOME")
+    if not root:
+        try:
+            root = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry
+            return None
     return Path(root) / "clustvit" / "kernels.json"
 
 

@@ -43,13 +43,6 @@ from clustvit.models.clustvit import ClustViT
 from clustvit.models.segmentor import Segmentor
 from clustvit.models.vit import VisionTransformer
 
-# ``--model`` short forms: the paper's Segmenter ClustViTs (k=3, ip=3); the class count is the data's.
-MODELS: dict[str, str] = {
-    "clustvit-t": "segmenter_clustvit-t_mask_1xb8-160k_ade20k-512x512_k3_ip3",
-    "clustvit-s": "segmenter_clustvit-s_mask_1xb8-160k_ade20k-512x512_k3_ip3",
-    "clustvit-b": "segmenter_clustvit-b_mask_1xb8-160k_ade20k-512x512_k3_ip3",
-    "clustvit-l": "segmenter_clustvit-l_mask_1xb8-160k_ade20k-512x512_k3_ip3",
-}
 KS = (1, 2, 3, 4, 5)
 PAPER_IP = 3  # the paper's injection point
 NEAR_BEST = 0.9  # recommend the smallest k reaching this share of the best reduction
@@ -57,11 +50,6 @@ NOT_WORTH = 0.15  # below this FLOP reduction (even at k=5), merging does not pa
 PRINTED_IPS = 6  # the table shows ip 1..6; plan.json and the recommendation cover 1..depth-1
 # The only keys a ClustViT backbone takes beyond a ViT's (num_clusters, injection_point, cluster_mlp_size).
 CLUSTER_KEYS = frozenset(constructor_params(ClustViT)) - frozenset(constructor_params(VisionTransformer))
-
-
-def model_config(model: str) -> str:
-    """A ``--model`` value as a config name or path: the short forms of :data:`MODELS`, else as given."""
-    return MODELS.get(model, model)
 
 
 def clustvit_variant(model_cfg: dict, num_clusters: int) -> dict:

@@ -31,6 +31,7 @@ from clustvit.bench import common as bench
 from clustvit.bench import forecast
 from clustvit.bench.report import text_table
 from clustvit.configs import load_config
+from clustvit.configs.own_data import resolve_model
 from clustvit.data.build import build_dataset
 from clustvit.data.check import check_config, check_folder
 from clustvit.data.folder import LAYOUTS
@@ -56,8 +57,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                                     "as a well-trained Cluster module's clusters; and a recommendation.")
     pl.add_argument("source", metavar="DIR|CONFIG", help="a labelled folder, or a config (file or name) naming "
                     "the dataset")
-    pl.add_argument("--model", help="clustvit-t/-s/-b/-l or a ClustViT config (default: CONFIG's own ClustViT, "
-                    "else clustvit-b); its class count becomes the data's")
+    pl.add_argument("--model", help="a short form as `clustvit train --model` takes it (clustvit-b, clustvit-s_k3_ip4 "
+                    "...), a ClustViT config or zoo name (default: CONFIG's own ClustViT, else clustvit-b); its class "
+                    "count becomes the data's")
     pl.add_argument("--size", type=int, help="resize images to SIZE x SIZE (default: 512 for a folder, the "
                     "config's test pipeline for a config)")
     pl.add_argument("--split", choices=("val", "test"), default="val", help="the split to forecast on (default "
@@ -126,8 +128,9 @@ def plan(args: argparse.Namespace) -> int:
     if source_cfg is not None and args.model is None and source_cfg["model"]["backbone"].get("type") == "ClustViT":
         model_name, model_cfg = str(args.source), source_cfg["model"]
     else:
-        model_name = forecast.model_config(args.model or "clustvit-b")
-        model_cfg = dict(load_config(model_name, args.cfg_options)["model"],
+        model_name = args.model or "clustvit-b"  # the short forms of `clustvit train --model`, a config, a zoo name
+        path, overrides = resolve_model(model_name)
+        model_cfg = dict(load_config(path, [*overrides, *args.cfg_options])["model"],
                          num_classes=len(dataset.classes) if source_cfg is None else source_cfg["model"]["num_classes"])
     samples = bench.load_samples({"data": data_cfg}, None, args.split, args.max_images)
     result = forecast.forecast(model_cfg, samples, progress=lambda line: print(line, file=sys.stderr))

@@ -26,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from clustvit.data.base import read_image
 from clustvit.deploy import quantize
 from clustvit.deploy.export import default_shape, export_onnx, metadata, verify
 from clustvit.inference.api import dataset_meta
-from clustvit.inference.predict import collect_images, read_rgb
+from clustvit.inference.predict import collect_images
 from clustvit.loading import load_model
 
 
@@ -63,9 +64,12 @@ def run(args: argparse.Namespace) -> int:
     calib_files = collect_images([args.calib]) if args.int8 else []  # before the slow export: fail early
     if args.int8 and args.calib_count < 1:
         raise ValueError(f"--calib-count {args.calib_count}: expected at least 1 image")
-    for module, needed in (("openvino", ir), ("nncf", args.int8)):
+    # Every optional runtime the export will need, checked before the slow model load (one line each).
+    for module, needed, what in (("onnx", True, "export"), ("onnxscript", True, "export"),
+                                 ("openvino", ir, "--out .xml"), ("nncf", args.int8, "--int8"),
+                                 ("onnxruntime", bool(args.verify) and not ir, "--verify")):
         if needed:
-            quantize.require(module, "--int8" if module == "nncf" else "--out .xml")
+            quantize.require(module, what)
     seg, cfg = load_model(args.config, args.checkpoint, args.cfg_options)
     shape = tuple(args.shape) if args.shape else default_shape(cfg, seg)
     if any(s <= 0 for s in shape):
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.verify:
         return 0
     files = collect_images(args.verify)
-    results = verify(path, seg, [read_rgb(f) for f in files], shape, quantize.openvino_runner(path) if ir else None)
+    results = verify(path, seg, [read_image(f) for f in files], shape, quantize.openvino_runner(path) if ir else None)
     print(f"{'image':<28} {'max|diff|':>10} {'agree':>8} {'tokens onnx/torch':>18} {'same ids':>9}")
     for f, r in zip(files, results):
         print(f"{f.name:<28} {r['max_abs_diff']:10.2e} {100 * r['agreement']:7.3f}% "

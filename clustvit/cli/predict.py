@@ -140,9 +140,13 @@ def run(args: argparse.Namespace) -> int:
     except WriteError as e:  # not a ValueError: the dispatcher would let it through as a traceback
         fatal = f"error: {e}; free space or choose another --out, then rerun with --skip-existing"
         totals = None
-    gathered = distributed.all_gather_objects((totals, fatal))  # every process: the same exit status
-    distributed.teardown()
-    errors = [f for _, f in gathered if f]
+    except (ValueError, FileNotFoundError) as e:  # a bad model or checkpoint: every process says it alike
+        fatal, totals = f"error: {e}", None
+    try:
+        gathered = distributed.all_gather_objects((totals, fatal))  # every process: the same exit status
+    finally:
+        distributed.teardown()  # exiting with the gloo group alive can abort the process
+    errors = list(dict.fromkeys(f for _, f in gathered if f))  # the same bad model: one line, not one per process
     if rank == 0:
         for line in errors:
             print(line, file=sys.stderr)

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from clustvit.data.base import DatasetError, FilePairDataset, upright_size
+from clustvit.data.base import DatasetError, FilePairDataset, read_image
 from clustvit.data.build import DATASETS
-from clustvit.data.folder import SPLITS, Folder, colours_to_values, read_mask_values, to_labels
+from clustvit.data.folder import SPLITS, Folder, colours_to_values, read_mask_values, scan_folder, to_labels
 from clustvit.data.transforms import IGNORE_INDEX
 
 MAX_LISTED = 10  # problem lines shown per kind; the rest are counted
+SCAN_ARGS = ("layout", "classes", "palette", "val_fraction", "split_seed")  # Folder's arguments scan_folder takes
 
 
 @dataclass
@@ -98,11 +98,11 @@ def check_dataset(splits: dict[str, FilePairDataset], source: str, split_source:
 
 def _check_pair(report: CheckReport, ds: FilePairDataset, image: Path, mask: Path) -> None:
     try:
-        with Image.open(image) as im:
-            size = upright_size(im)
-    except (OSError, SyntaxError, ValueError) as e:
-        report.error("unreadable images", f"{image}: cannot decode image ({e})")
+        rgb = read_image(image)  # all of it, as training will: a truncated file fails here, not at iteration N
+    except DatasetError as e:
+        report.error("unreadable images", str(e))
         return
+    size = (rgb.shape[1], rgb.shape[0])  # (w, h), upright
     report.sizes[size] += 1
     try:
         values, is_colour = read_mask_values(mask)
@@ -168,8 +168,8 @@ def _suggest(report: CheckReport, ds: FilePairDataset) -> None:
 def check_folder(root: str | Path, **folder_kwargs: object) -> CheckReport:
     """``check_dataset`` over every split of a labelled folder (``Folder``'s arguments); a folder that has
     no layout, classes or split at all raises ``DatasetError``."""
-    splits = {s: Folder(root, s, skip_unpaired=True, **folder_kwargs) for s in SPLITS}
-    scan = splits["train"].scan
+    scan = scan_folder(root, **{k: v for k, v in folder_kwargs.items() if k in SCAN_ARGS})
+    splits = {s: Folder(root, s, skip_unpaired=True, **folder_kwargs) for s in scan.splits}
     return check_dataset(splits, f"{root} ({scan.layout} layout)", scan.split_source, scan.problems)
 
 

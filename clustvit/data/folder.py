@@ -108,10 +108,11 @@ def _pairs(stems: list[str], images: dict[str, Path], mask_dir: Path, where: str
            problems: list[str]) -> list[tuple[Path, Path]]:
     """(image, mask) of each stem; a stem without an image or a mask becomes a problem line instead."""
     pairs = []
+    image_dir = next(iter(images.values())).parent  # _images_by_stem never returns an empty folder
     for stem in stems:
         image, mask = images.get(stem), mask_dir / f"{stem}.png"
         if image is None:
-            problems.append(f"{where}: names {stem!r}, expected an image {stem}.jpg/.png in {mask_dir.parent}")
+            problems.append(f"{where}: names {stem!r}, expected an image {stem}.jpg/.png in {image_dir}")
         elif not mask.is_file():
             problems.append(f"{image}: mask missing, expected {mask}")
         else:
@@ -177,17 +178,17 @@ def scan_folder(
                 source[s] = str(path.relative_to(root))
         if not splits:  # no list at all: every image
             splits["train"], source["train"] = _pairs(sorted(images), images, mask_dir, str(root), problems), "all images"
-    if "train" not in splits:
-        raise DatasetError(f"{root}: no train split found, expected train/ or a train list")
-    if "val" not in splits:
+    if not splits:
+        raise DatasetError(f"{root}: no split found, expected train/ val/ test/ folders or split lists")
+    if "val" not in splits and len(splits.get("train", ())) >= 2:
         by_stem = {image.stem: (image, mask) for image, mask in splits["train"]}
         rest, held = _fraction_split(list(by_stem), val_fraction, split_seed, f"{root} ({source['train']})")
         splits["train"], splits["val"] = [by_stem[s] for s in rest], [by_stem[s] for s in held]
         source["val"] = f"{val_fraction:g} of {source['train']}, seed {split_seed}"
         source["train"] += ", less val"
-    if "test" not in splits:
+    if "test" not in splits and "val" in splits:
         splits["test"], source["test"] = splits["val"], "the val split"
-    for s in SPLITS:
+    for s in splits:
         if not splits[s]:
             raise DatasetError(f"{root}: split {s!r} ({source[s]}) has no image with a mask")
     names, colours = _class_names(root, layout, classes, palette)
@@ -317,6 +318,9 @@ class Folder(FilePairDataset):
         scan = scan_folder(root, layout, classes, palette, val_fraction, split_seed)
         if scan.problems and not skip_unpaired:
             raise DatasetError(scan.problems[0])
+        if split not in scan.splits:
+            raise DatasetError(f"{scan.root}: no {split} split (found: {', '.join(scan.splits)}), expected a "
+                               f"{split}/ folder or list, or, for val, >= 2 training images to hold out")
         pairs = scan.splits[split]
         super().__init__([p[0] for p in pairs], [p[1] for p in pairs], pipeline, aug_seed)
         self.scan = scan

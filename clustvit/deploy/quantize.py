@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clustvit.data.base import read_image
 from clustvit.deploy.export import to_input
-from clustvit.inference.predict import read_rgb
 
 # Module paths, relative to the segmentor, whose nodes stay float (see the module docstring).
 FLOAT_SCOPES: tuple[str, ...] = ("backbone", "backbone.cluster.*", "backbone.regenerator.*")
@@ -106,7 +106,7 @@ def calibration_inputs(files: Sequence[Path], shape: Sequence[int], count: int =
     if not files:
         raise ValueError("--calib: no calibration images, expected a folder of your own images")
     pick = np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))
-    return [to_input(read_rgb(files[i]), shape) for i in pick]
+    return [to_input(read_image(files[i]), shape) for i in pick]
 
 
 def require(module: str, what: str) -> object:

@@ -25,8 +25,7 @@ class DistInfo:
 
 def setup() -> DistInfo:
     """Initialises the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local = env_ranks()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
@@ -85,7 +84,7 @@ def init_cpu_group(timeout: timedelta) -> None:
 
     ``timeout`` bounds every collective: give one as long as the slowest rank may trail the fastest.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    if env_ranks()[1] > 1 and not dist.is_initialized():
         dist.init_process_group("gloo", timeout=timeout)
 
 

@@ -1,7 +1,6 @@
 """Label your own images and videos: find the inputs, predict each, write label PNGs, videos and overlays.
 
-The logic behind ``clustvit predict`` (clustvit/cli/predict.py holds its arguments and exit codes;
-``python -m clustvit.inference.predict ARGS`` is the same command). For every input image ``name.jpg``
+The logic behind ``clustvit predict`` (clustvit/cli/predict.py holds its arguments and exit codes). For every input image ``name.jpg``
 :func:`predict_files` writes ``DIR/name.png``: the class index of every pixel (8-bit grey, at the
 input's resolution, upright as viewers show it: an EXIF orientation is applied); with an overlay also
 ``DIR/name_overlay.png``: the palette colours blended over the image. Videos, cameras and stream URLs
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clustvit.cli import main as cli_main
 from clustvit.data.base import read_image
 from clustvit.deploy.runtime import ExportedPredictor
 from clustvit.inference.predictor import Predictor
@@ -113,23 +111,20 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB, EXIF orientation applied; one-line ValueError naming it.
-
-    The same decoder as the datasets' (``clustvit.data.base.read_image``), so that a model sees a photo
-    here exactly as it saw its training images.
-    """
-    return read_image(path)
-
-
 def output_stems(files: Sequence[Path | str]) -> list[str]:
     """The output name of each input: its stem, or ``stem_suffix`` for a second input with that stem
     (a.jpg, a.png would overwrite each other); ``camera0``, ``stream_HOST_PATH`` for live sources.
     Depends only on the list, so a rerun finds the same names."""
-    stems, seen = [], set()
+    stems: list[str] = []
+    seen: set[str] = set()
     for item in files:
         base = source_stem(item) if isinstance(item, str) else item.stem
-        stem = base if base not in seen else f"{base}_{Path(item).suffix.lstrip('.') or len(stems)}"
+        stem, n = base, 1
+        if stem in seen:  # a.jpg then a.png: a_png; a third a.png (another folder): a_png_2 ...
+            stem = f"{base}_{Path(item).suffix.lstrip('.') or 'input'}"
+            while stem in seen:
+                n += 1
+                stem = f"{base}_{Path(item).suffix.lstrip('.') or 'input'}_{n}"
         seen.add(stem)
         stems.append(stem)
     return stems
@@ -158,7 +153,7 @@ def predict_files(predictor: Predictor | ExportedPredictor, files: Sequence[Path
             outcome.skipped.append(path)
             continue
         try:
-            rgb = read_rgb(path)
+            rgb = read_image(path)
         except ValueError as e:
             outcome.failed.append((path, str(e)))
             tqdm.write(f"error: {e}", file=sys.stderr)
@@ -212,14 +207,11 @@ def predict_inputs(predictor: Predictor | ExportedPredictor, inputs: Sequence[Pa
     images = [k for k in mine if isinstance(inputs[k], Path) and not is_video_file(inputs[k])]
     outcome = predict_files(predictor, [inputs[k] for k in images], out_dir, with_overlay, skip_existing,
                             [stems[k] for k in images])
+    image_set = set(images)  # a list's `in` would make this loop quadratic over a season of images
     for k in mine:
-        if k not in images:
+        if k not in image_set:
             predict_video(predictor, inputs[k], stems[k], out_dir, outcome, with_overlay, skip_existing, every,
                           max_frames, use_latest)
             if outcome.videos and outcome.videos[-1].interrupted:  # Ctrl-C ended a camera: it ends the run
                 break
     return outcome
-
-
-if __name__ == "__main__":  # the older spelling of `clustvit predict`, which the README still shows
-    sys.exit(cli_main(["predict", *sys.argv[1:]]))

@@ -6,8 +6,8 @@ and trims freed heap top back to the OS, so every block touches new pages: 11k p
 for Segmenter ViT-b and 19k for ClustViT-b at 512² on the CI host (its varying sequence lengths reuse
 memory worse). Keeping up to 32 MB per allocation on the heap and never trimming below 1 GB removes
 them (tests/test_runtime.py). The wall-time gain is smaller than the CI host's drift between runs:
-ClustViT-b 756 -> 727 ms in one pair of runs, 674 -> 697 ms in another (docs/BENCHMARKS.md).
-The CLIs (``test.py``, ``tools/get_fps.py``, ``tools/benchmark.py``, ``python -m clustvit.inference.predict``) call
+one pair of runs gained, another lost (docs/BENCHMARKS.md).
+The inference commands (``clustvit test``, ``clustvit predict``, the ``clustvit bench`` timings) call
 :func:`tune_malloc`; a library user may call it too. It changes no result, only where memory comes from.
 The cost: the process holds on to freed heap (up to 1 GB above its live data) instead of returning it,
 so its resident size stays near its peak. Set ``CLUSTVIT_NO_MALLOC_TUNING=1`` to keep glibc's defaults.

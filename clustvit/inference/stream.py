@@ -97,7 +97,7 @@ class FrameSource:
         """The frames with index % every == 0 and index < max_frames; unreadable ones are recorded, not yielded."""
         if every < 1:
             raise ValueError(f"every: expected a positive frame step, got {every}")
-        raw = self._capture_frames(every) if self._capture is not None else enumerate(self._frames or ())
+        raw = self._capture_frames(every) if self._capture is not None else enumerate(self._frames if self._frames is not None else ())
         for i, rgb in raw:
             if max_frames is not None and i >= max_frames:
                 return

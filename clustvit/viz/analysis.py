@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clustvit.data.base import read_image
 from clustvit.data.build import build_dataset, build_pipeline
 from clustvit.data.transforms import rescale_size, resize
-from clustvit.inference.predict import collect_images, read_rgb
+from clustvit.inference.predict import collect_images
 from clustvit.models.losses import pseudo_labels
 from clustvit.models.merging import merge, regenerate, unmerge
 from clustvit.models.oracle import oracle_logits, seg_cluster_ids
@@ -144,7 +145,7 @@ def load_inputs(
     out = []
     if images:
         for path in collect_images(images)[:num]:
-            image, _ = fit(read_rgb(path), None)
+            image, _ = fit(read_image(path), None)
             out.append((torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), None, path.stem))
         return out
     if not cfg.get("data"):
