@@ -150,12 +150,15 @@ def open_source(source: str | int | Path | Iterable[np.ndarray | None]) -> Frame
                        _capture=cap)
 
 
-def latest(items: Iterable[T], on_drop: threading.Event | None = None) -> Iterator[tuple[int, T]]:
+def latest(items: Iterable[T], on_drop: threading.Event | None = None,
+           join_timeout: float | None = 5.0) -> Iterator[tuple[int, T]]:
     """Iterate `items` through a reader thread that keeps only the newest: what a slow consumer gets next is
     the last item read, the ones in between are gone (``on_drop`` is set at the first drop, for tests).
 
-    The reader stops when the consumer does (``break``, ``close()``); an exception in the reader is raised
-    to the consumer. Yields ``(dropped_so_far, item)`` pairs.
+    The reader stops when the consumer does (``break``, ``close()``), after its current read: ending waits
+    for it up to ``join_timeout`` seconds (``None``: until it returns, as for an OpenCV capture, which must
+    not be released while a read is still inside it), then leaves it behind as a daemon. An exception in
+    the reader is raised to the consumer. Yields ``(dropped_so_far, item)`` pairs.
     """
     cond = threading.Condition()
     state: dict = {"has": False, "item": None, "done": False, "error": None, "stop": False, "dropped": 0}
@@ -195,7 +198,7 @@ def latest(items: Iterable[T], on_drop: threading.Event | None = None) -> Iterat
     finally:
         with cond:
             state["stop"] = True
-        reader.join(timeout=5.0)  # a reader blocked in a stalled stream's read is a daemon: left behind
+        reader.join(timeout=join_timeout)
 
 
 def predict_frames(predictor: Predictor | ExportedPredictor, source: FrameSource, every: int = 1,
@@ -207,7 +210,9 @@ def predict_frames(predictor: Predictor | ExportedPredictor, source: FrameSource
         for i, rgb in frames:
             yield i, rgb, predictor.predict(rgb)
         return
-    for dropped, (i, rgb) in latest(frames):
+    # An OpenCV capture is released after this; its reader must have left the capture by then (a stalled
+    # stream's read ends at the backend's own timeout). A Python iterable's reader may be left behind.
+    for dropped, (i, rgb) in latest(frames, join_timeout=None if source._capture is not None else 5.0):
         source.dropped = dropped
         yield i, rgb, predictor.predict(rgb)
 
