@@ -40,6 +40,12 @@ EXIT_WRITE = 4
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL: "try again later", which a requeued job does with --resume
 
 
+def say(line: str) -> None:
+    """One stderr line in one write: under torchrun every rank shares the log, and ``print`` writes the text
+    and its newline in two system calls (stderr is unbuffered there), so two ranks' lines could run together."""
+    sys.stderr.write(line + "\n")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.description, p.formatter_class = __doc__, argparse.RawDescriptionHelpFormatter
     p.add_argument("config", nargs="?",
@@ -95,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
     (handled here rather than by the dispatcher, whose ValueError -> 2 would fold 3 and 4 into 2)."""
     problem = _source_problem(args)
     if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+        say(f"error: {problem}")
         return EXIT_BAD_INPUT
     try:
         parse_signals(args.stop_signals)
     except ValueError as e:
-        print(f"error: --stop-signals: {e}", file=sys.stderr)
+        say(f"error: --stop-signals: {e}")
         return EXIT_BAD_INPUT
     options = [*args.cfg_options, *([_from_option(args.from_)] if args.from_ else [])]  # --from wins
     try:
@@ -109,26 +115,26 @@ def run(args: argparse.Namespace) -> int:
         else:
             cfg = load_config(args.config, options)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        say(f"config error: {e}")
         return EXIT_BAD_INPUT
     except ValueError as e:  # the folder: DatasetError, one line naming the file
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return EXIT_BAD_INPUT
     work_dir = args.work_dir or _default_work_dir(args)
     try:
         train(cfg, work_dir, amp=args.amp, resume=args.resume, tensorboard=not args.no_tensorboard,
               stop_signals=tuple(args.stop_signals))
     except TrainingStopped as e:
-        print(f"stopped: {e}", file=sys.stderr)
+        say(f"stopped: {e}")
         return EXIT_STOPPED
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return EXIT_NON_FINITE
     except WriteError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return EXIT_WRITE
     except (PretrainedUnavailableError, WorkDirLockedError, ValueError) as e:  # config/data problems, busy dir
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return EXIT_BAD_INPUT
     finally:
         distributed.teardown()  # under torchrun: exiting with the gloo group alive can abort the process
