@@ -83,7 +83,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=_positive, metavar="M", help="videos: read source frames 0..M-1 only")
     p.add_argument("--latest", action="store_true",
                    help="cameras and URLs: drop the frames the model has no time for (always the newest)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on CPU, float16 on CUDA)")
+    p.add_argument("--amp", action="store_true", help="mixed precision in clustvit.accel.amp_dtype: bfloat16 (float16 only on GPUs without bfloat16)")
     p.add_argument("--no-accel", action="store_true", help="the plain model, without clustvit.accel's kernels")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cuda under torchrun means each process's cuda:LOCAL_RANK")

@@ -27,7 +27,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-dir", help="write image | ground truth | prediction panels here")
     p.add_argument("--out", help="write predicted label PNGs here")
     p.add_argument("--split", default="test", choices=("val", "test"), help="dataset split (default: test)")
-    p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
+    p.add_argument("--amp", action="store_true", help="mixed precision in clustvit.accel.amp_dtype: bfloat16 (float16 only on GPUs without bfloat16)")
     p.add_argument("--no-accel", action="store_true", help="the plain model, without clustvit.accel's kernels")
     p.add_argument("--our-labels", action="store_true",
                    help="official SUIM checkpoints: score our 8 classes as they are (SR scores 0)")

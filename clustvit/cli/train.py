@@ -59,7 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "(file, zoo name or hub folder; another class count re-initialises the class-specific head "
                    "keys); sets runtime.load_from, --resume wins over it")
     p.add_argument("--work-dir", help="run folder (default: work_dirs/<config name>)")
-    p.add_argument("--amp", action="store_true", help="mixed precision: bf16 on CPU, fp16 + grad scaling on CUDA")
+    p.add_argument("--amp", action="store_true", help="mixed precision in clustvit.accel.amp_dtype: bfloat16 (float16 only on GPUs without bfloat16); float16 trains with loss scaling")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. schedule.max_iters=1000 data.batch_size=4")
